@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh Debian machine (as root):
+#   make run    install the app (system PortAudio + a venv) and launch it
+#   make test   install everything the tests need (apt packages included) and run the suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+ARGS   ?=
+
+.PHONY: run test install install-test lint typecheck pytest clean
+
+$(VENV)/.run-stamp: pyproject.toml
+	bash tools/setup-system.sh run
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.test-stamp: pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@ $(VENV)/.run-stamp
+
+install: $(VENV)/.run-stamp
+
+install-test: $(VENV)/.test-stamp
+	bash tools/setup-system.sh test
+
+run: install
+	$(VENV)/bin/voicetui $(ARGS)
+
+lint: $(VENV)/.test-stamp
+	$(VENV)/bin/ruff check voicetui tests benchmarks
+	$(VENV)/bin/ruff format --check voicetui tests benchmarks
+
+typecheck: $(VENV)/.test-stamp
+	$(VENV)/bin/mypy
+
+# The audio sandbox (private PulseAudio) is started by tests/conftest.py; the keyring sandbox
+# (private D-Bus + gnome-keyring) wraps the whole run. TEXTUAL_THEME/NO_COLOR would change
+# every SVG snapshot.
+pytest: install-test
+	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q $(ARGS)
+
+test: install-test lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Test-session set-up shared by every test.
+
+* A private PulseAudio (virtual speaker ``vspeaker`` + virtual mic ``vmic``) is started
+  before anything imports sounddevice — PortAudio scans ALSA devices once, at import — and
+  stopped at the end. Each pytest run gets its own directory, so parallel runs never collide.
+  ``VOICETUI_TEST_AUDIO=0`` skips it (tests marked ``audio`` then fail loudly, not skip).
+* Every test gets its own XDG config/state/data/cache dirs and no provider keys in the
+  environment, so nothing touches the real home and no key leaks in from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIO_SANDBOX = ROOT / "tools" / "audio-sandbox.sh"
+_audio = {"started": False}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("VOICETUI_TEST_AUDIO", "1") == "0" or os.environ.get("PULSE_SERVER"):
+        return
+    os.environ["AUDIO_SANDBOX_DIR"] = f"/tmp/voicetui-audio-{os.getpid()}"
+    subprocess.run(["bash", str(AUDIO_SANDBOX), "start"], check=True, capture_output=True)
+    _audio["started"] = True
+    env = subprocess.run(
+        ["bash", str(AUDIO_SANDBOX), "env"], check=True, capture_output=True, text=True
+    ).stdout
+    for line in env.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _audio["started"]:
+        subprocess.run(["bash", str(AUDIO_SANDBOX), "stop"], check=False, capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    home = tmp_path / "xdg"
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+    ):
+        monkeypatch.setenv(var, str(home / sub))
+    for var in (
+        "VOICETUI_CONFIG",
+        "MISTRAL_API_KEY",
+        "OPENAI_API_KEY",
+        "MISTRAL_SA_TOKEN_PATH",
+        "OPENAI_BASE_URL",
+        "NO_COLOR",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+@pytest.fixture(scope="session")
+def audio_sandbox() -> Path:
+    """The audio sandbox script; fails (does not skip) when the sandbox is not running."""
+    if not os.environ.get("PULSE_SERVER"):
+        pytest.fail("the audio sandbox is not running (VOICETUI_TEST_AUDIO=0?)")
+    return AUDIO_SANDBOX
