@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO_SANDBOX = ROOT / "tools" / "audio-sandbox.sh"
@@ -69,3 +71,47 @@ def audio_sandbox() -> Path:
     if not os.environ.get("PULSE_SERVER"):
         pytest.fail("the audio sandbox is not running (VOICETUI_TEST_AUDIO=0?)")
     return AUDIO_SANDBOX
+
+
+@pytest_asyncio.fixture
+async def openai_emulator() -> AsyncIterator[Any]:
+    """The OpenAI Realtime emulator, serving in the test's own event loop."""
+    from voicetui.testing.emulators.openai import OpenAIEmulator
+
+    emulator = OpenAIEmulator()
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
+@pytest_asyncio.fixture
+async def mistral_emulator() -> AsyncIterator[Any]:
+    """The Mistral emulator, serving in the test's own event loop."""
+    from voicetui.testing.emulators.mistral import MistralEmulator
+
+    emulator = MistralEmulator()
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
+@pytest.fixture
+def openai_emulator_thread() -> Iterator[Any]:
+    """The OpenAI emulator in a background thread, for sync tests and subprocesses."""
+    from voicetui.testing.emulators.openai import OpenAIEmulator
+
+    emulator = OpenAIEmulator()
+    emulator.start_in_thread()
+    yield emulator
+    emulator.stop_thread()
+
+
+@pytest.fixture
+def mistral_emulator_thread() -> Iterator[Any]:
+    """The Mistral emulator in a background thread, for sync tests and subprocesses."""
+    from voicetui.testing.emulators.mistral import MistralEmulator
+
+    emulator = MistralEmulator()
+    emulator.start_in_thread()
+    yield emulator
+    emulator.stop_thread()
