@@ -1,0 +1,541 @@
+"""The TOML config: one table per spec key, validated against the spec's own configSchema.
+
+Layout::
+
+    provider = "ai-voice-conv.mistral"      # spec key (or its alias)
+    theme = "textual-dark"
+
+    [audio]
+    input_device = "pulse"                  # by name; absent = system default
+    output_device = "pulse"
+    duplex = "gated"                        # gated | half | full
+    block_ms = 20
+    prebuffer_ms = 20
+
+    [providers."ai-voice-conv.mistral"]
+    model = "mistral-medium-latest"         # spec fields: model, defaultVoice, turnDetection,
+    turnDetection = "push_to_talk"          #   maxSessionDurationSeconds
+    baseUrl = "https://api.mistral.ai"      # voicetui: replaces the spec's REST base URL (no /v1)
+    instructions = "..."                    # voicetui: system prompt
+    webSearch = true                        # provider extras (see PROVIDER_EXTRAS)
+
+Spec fields are validated by the spec's ``configSchema`` (the source of truth); voicetui's own
+keys by an extension schema that also rejects unknown keys in our sections and a
+non-positive session duration. Errors are :class:`ConfigError`, one line naming the file, the
+field (and its line when it can be found) and what is allowed. Loading never writes; writing
+is atomic (temp file in the same directory, fsync, rename) with mode 0600, so the file is
+never truncated or lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import jsonschema
+import tomli_w
+
+from voicetui import paths
+from voicetui.audio.ports import DuplexPolicy
+from voicetui.providers.base import ProviderSettings, TurnDetection
+from voicetui.specs.model import IntegrationSpec
+from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
+
+# Mistral first: the seeds' own pipeline (000/001 are the Mistral spec, 002 builds a Mistral
+# speech-to-speech assistant), and its cascade works with every turn mode of the spec.
+DEFAULT_PROVIDER = "ai-voice-conv.mistral"
+DEFAULT_THEME = "textual-dark"  # built into Textual, so it always exists
+DEFAULT_INSTRUCTIONS: str = str(
+    next(f.default for f in dataclasses.fields(ProviderSettings) if f.name == "instructions")
+)
+
+# Provider options beyond the spec (defaults, and the JSON Schema of each).
+_COMMON_EXTENSION: dict[str, dict[str, Any]] = {
+    "baseUrl": {
+        "type": "string",
+        "description": "scheme://host[:port] replacing the spec's REST base URL (no /v1)",
+    },
+    "instructions": {"type": "string", "minLength": 1, "description": "system prompt"},
+}
+PROVIDER_EXTRAS: dict[str, dict[str, tuple[Any, dict[str, Any]]]] = {
+    "ai-voice-conv.openai": {
+        # "gpt-4o-transcribe-diarize" adds speaker labels to the user's lines.
+        "transcriptionModel": ("gpt-4o-transcribe", {"type": "string", "minLength": 1}),
+        "vadThreshold": (0.5, {"type": "number", "minimum": 0, "maximum": 1}),
+        "silenceDurationMs": (500, {"type": "integer", "minimum": 0, "maximum": 10000}),
+        "prefixPaddingMs": (300, {"type": "integer", "minimum": 0, "maximum": 10000}),
+    },
+    "ai-voice-conv.mistral": {
+        "transcriptionModel": (
+            "voxtral-mini-transcribe-realtime-2602",
+            {"type": "string", "minLength": 1},
+        ),
+        "diarizeModel": ("voxtral-mini-latest", {"type": "string", "minLength": 1}),
+        "ttsModel": ("voxtral-mini-tts-latest", {"type": "string", "minLength": 1}),
+        "webSearch": (True, {"type": "boolean"}),
+        "moderation": (False, {"type": "boolean"}),
+        "moderationThresholds": (
+            {},
+            {
+                "type": "object",
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+                "description": "moderation category -> threshold between 0 and 1",
+            },
+        ),
+    },
+}
+
+_AUDIO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "input_device": {"type": "string", "minLength": 1, "description": "device name"},
+        "output_device": {"type": "string", "minLength": 1, "description": "device name"},
+        "duplex": {"enum": [p.value for p in DuplexPolicy]},
+        "block_ms": {"type": "integer", "minimum": 5, "maximum": 200},
+        "prebuffer_ms": {"type": "integer", "minimum": 0, "maximum": 2000},
+    },
+}
+_TOP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "provider": {"type": "string", "description": "a provider spec key"},
+        "theme": {"type": "string", "minLength": 1, "description": "a theme name"},
+        "audio": {"type": "object"},
+        "providers": {"type": "object"},
+    },
+}
+
+
+class ConfigError(Exception):
+    """An unusable config. ``str(err)`` is one line: file, field or line, what is allowed."""
+
+    def __init__(self, message: str, *, path: Path | None = None, field: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSettings:
+    """The ``[audio]`` table. Devices by name; ``None`` = the system default."""
+
+    input_device: str | None = None
+    output_device: str | None = None
+    duplex: DuplexPolicy = DuplexPolicy.GATED
+    block_ms: int = 20
+    prebuffer_ms: int = 20
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value.value if isinstance(value, DuplexPolicy) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """The validated config. ``providers[key]`` holds every option of that provider, defaults
+    filled in (spec fields from the spec's example, ``baseUrl`` from its REST transport)."""
+
+    path: Path
+    provider: str = DEFAULT_PROVIDER
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    theme: str = DEFAULT_THEME
+    from_file: bool = False  # False when the file did not exist (all defaults)
+
+    def provider_options(self, key: str | None = None) -> Mapping[str, Any]:
+        """Every option of a provider (key or alias; default: the selected one)."""
+        spec_key = registry().resolve(key) if key else self.provider
+        if spec_key in self.providers:
+            return self.providers[spec_key]
+        return provider_defaults(registry().get(spec_key))
+
+    def provider_settings(self, key: str | None = None) -> ProviderSettings:
+        """What a provider needs: spec fields, ``baseUrl`` -> ``base_url``, instructions, and
+        the provider extras in ``extras``."""
+        spec = registry().get(key or self.provider)
+        opts = dict(self.provider_options(spec.key))
+        spec_fields = set(spec.config_schema.properties)
+        extras = {
+            k: v for k, v in opts.items() if k not in spec_fields | {"baseUrl", "instructions"}
+        }
+        return ProviderSettings(
+            spec_key=spec.key,
+            model=str(opts["model"]),
+            voice=str(opts["defaultVoice"]),
+            turn_detection=cast(TurnDetection, opts["turnDetection"]),
+            max_session_duration_s=float(opts["maxSessionDurationSeconds"]),
+            base_url=str(opts["baseUrl"]).rstrip("/"),
+            instructions=str(opts["instructions"]),
+            extras=extras,
+        )
+
+    def to_toml(self) -> dict[str, Any]:
+        """The document :func:`save_config` writes (every value explicit)."""
+        return {
+            "provider": self.provider,
+            "theme": self.theme,
+            "audio": self.audio.to_toml(),
+            "providers": {k: copy.deepcopy(dict(v)) for k, v in sorted(self.providers.items())},
+        }
+
+
+def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
+    """A provider's options when the config says nothing: the spec's example, its REST base
+    URL, the default instructions and the provider extras' defaults."""
+    out = copy.deepcopy(dict(spec.config_schema.example))
+    out["baseUrl"] = spec.rest_base_url
+    out["instructions"] = DEFAULT_INSTRUCTIONS
+    for name, (default, _schema) in PROVIDER_EXTRAS.get(spec.key, {}).items():
+        out[name] = copy.deepcopy(default)
+    return out
+
+
+def extension_schema(spec: IntegrationSpec) -> dict[str, Any]:
+    """voicetui's schema for a provider table, next to the spec's: spec fields pass through
+    (``true``; the spec schema judges them) except that the session duration must be > 0;
+    our own keys are typed; anything else is an unknown key."""
+    props: dict[str, Any] = dict.fromkeys(spec.config_schema.properties, True)
+    if "maxSessionDurationSeconds" in props:
+        props["maxSessionDurationSeconds"] = {
+            "exclusiveMinimum": 0,
+            "description": "a session limit in seconds",
+        }
+    props.update(copy.deepcopy(_COMMON_EXTENSION))
+    for name, (_default, schema) in PROVIDER_EXTRAS.get(spec.key, {}).items():
+        props[name] = copy.deepcopy(schema)
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str | None = None) -> AppConfig:
+    """Read and validate the config (``--config`` > ``VOICETUI_CONFIG`` > platform default).
+
+    A missing file gives the defaults. Raises :class:`ConfigError`; never writes.
+    """
+    target = paths.config_file(path)
+    if not target.exists():
+        if target.is_symlink():
+            raise ConfigError(f"{target}: is a broken symlink", path=target)
+        return _build(target, {}, from_file=False, text="")
+    if target.is_dir():
+        raise ConfigError(f"{target}: is a directory, not a TOML file", path=target)
+    try:
+        data = target.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{target}: cannot read: {err.strerror}", path=target) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{target}: not UTF-8 text (byte {err.start}); TOML files must be UTF-8", path=target
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{target}: TOML syntax error: {err}", path=target) from None
+    return _build(target, doc, from_file=True, text=text)
+
+
+def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) -> AppConfig:
+    reg = registry()
+    _validate(path, text, doc, _TOP_SCHEMA, ())
+    provider = DEFAULT_PROVIDER
+    if "provider" in doc:
+        try:
+            provider = reg.resolve(doc["provider"])
+        except UnknownProvider:
+            raise _error(
+                path,
+                text,
+                ("provider",),
+                f"{doc['provider']!r} is not a known provider; allowed: "
+                + ", ".join(reg.allowed_names()),
+            ) from None
+
+    audio_doc = doc.get("audio", {})
+    _validate(path, text, audio_doc, _AUDIO_SCHEMA, ("audio",))
+    audio = AudioSettings(
+        input_device=audio_doc.get("input_device"),
+        output_device=audio_doc.get("output_device"),
+        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.GATED.value)),
+        block_ms=int(audio_doc.get("block_ms", 20)),
+        prebuffer_ms=int(audio_doc.get("prebuffer_ms", 20)),
+    )
+
+    providers: dict[str, dict[str, Any]] = {}
+    tables = doc.get("providers", {})
+    for name, table in tables.items():
+        if name not in reg:
+            hint = f" (use the spec key {reg.resolve(name)!r})" if _is_alias(reg, name) else ""
+            raise _error(
+                path,
+                text,
+                ("providers", name),
+                f"unknown provider table{hint}; allowed: {', '.join(reg.keys())}",
+            )
+        if not isinstance(table, dict):
+            raise _error(path, text, ("providers", name), f"must be a table, got {_kind(table)}")
+    for spec in reg.all():
+        table = tables.get(spec.key, {})
+        where = ("providers", spec.key)
+        merged = provider_defaults(spec)
+        merged.update(copy.deepcopy(table))
+        spec_part = {k: merged[k] for k in spec.config_schema.properties if k in merged}
+        _validate(path, text, spec_part, spec.config_schema.schema, where)
+        _validate(path, text, table, extension_schema(spec), where)
+        if "baseUrl" in table:
+            problem = base_url_problem(table["baseUrl"])
+            if problem:
+                raise _error(path, text, (*where, "baseUrl"), problem)
+        providers[spec.key] = merged
+    theme = doc.get("theme", DEFAULT_THEME)
+    return AppConfig(
+        path=path,
+        provider=provider,
+        providers=providers,
+        audio=audio,
+        theme=theme,
+        from_file=from_file,
+    )
+
+
+def _is_alias(reg: SpecRegistry, name: str) -> bool:
+    try:
+        reg.resolve(name)
+    except UnknownProvider:
+        return False
+    return True
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable ``baseUrl`` (``None`` if it is)."""
+    shown = "" if "@" in value else f" (got {value!r})"
+    rule = "must be scheme://host[:port] with scheme http or https and no path"
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        return f"{rule}{shown}"
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        return f"{rule}{shown}"
+    if parts.username or parts.password:
+        return "must not contain credentials; keys belong in the keyring (voicetui keys set)"
+    if parts.path.rstrip("/") == "/v1":
+        return f"{rule}: drop the /v1, voicetui adds it where the API needs it{shown}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{rule}{shown}"
+    return None
+
+
+def _validate(
+    path: Path, text: str, instance: Any, schema: Mapping[str, Any], where: tuple[str, ...]
+) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is None:
+        return
+    field_path = (*where, *(str(p) for p in error.absolute_path))
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        name = unknown[0] if unknown else "?"
+        raise _error(path, text, (*field_path, name), f"unknown key; allowed: {', '.join(allowed)}")
+    raise _error(path, text, field_path, _explain(error))
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    value = error.instance
+    described = f" ({schema['description']})" if schema.get("description") else ""
+    match error.validator:
+        case "enum":
+            allowed = ", ".join(repr(v) for v in schema.get("enum", []))
+            return f"{_short(value)} is not allowed; allowed: {allowed}"
+        case "type":
+            want = schema.get("type")
+            wants = want if isinstance(want, list) else [want]
+            return f"must be {' or '.join(_TYPE_NAMES.get(str(w), str(w)) for w in wants)}" + (
+                f"{described}, got {_kind(value)}"
+            )
+        case "exclusiveMinimum":
+            return f"must be greater than {schema['exclusiveMinimum']}{described}, got {value!r}"
+        case "minimum":
+            return f"must be at least {schema['minimum']}{described}, got {value!r}"
+        case "maximum":
+            return f"must be at most {schema['maximum']}{described}, got {value!r}"
+        case "minLength":
+            return f"must not be empty{described}"
+        case _:
+            return str(error.message).splitlines()[0]
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "object": "a table",
+    "array": "an array",
+}
+
+
+def _kind(value: Any) -> str:
+    """The TOML type of ``value``, never the value (it might be something secret)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _dotted(parts: tuple[str, ...]) -> str:
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
+
+
+def _error(path: Path, text: str, field_path: tuple[str, ...], what: str) -> ConfigError:
+    line = _find_line(text, field_path)
+    at = f" (line {line})" if line else ""
+    name = _dotted(field_path)
+    return ConfigError(f"{path}: {name}{at}: {what}", path=path, field=name)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*(.+?)\s*\]\]?\s*(?:#.*)?$")
+_PART = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([A-Za-z0-9_-]+)")
+
+
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(a or b or c for a, b, c in _PART.findall(dotted))
+
+
+_KEYLINE = re.compile(
+    r"^\s*((?:\"[^\"]*\"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:\"[^\"]*\"|'[^']*'|[A-Za-z0-9_-]+))*)\s*="
+)
+
+
+def _find_line(text: str, field_path: tuple[str, ...]) -> int | None:
+    """The 1-based line defining ``field_path`` or the nearest key holding it (best effort)."""
+    if not text or not field_path:
+        return None
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = _parts(header.group(1))
+            if table == field_path:
+                return number
+            continue
+        key = _KEYLINE.match(line)
+        if key:
+            full = (*table, *_parts(key.group(1)))
+            if full == field_path[: len(full)]:
+                return number
+    return None
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def save_config(cfg: AppConfig) -> None:
+    """Write ``cfg`` to ``cfg.path`` atomically (temp file in the same dir, fsync, rename),
+    mode 0600. The document is validated first, so a bad value never reaches the disk."""
+    doc = cfg.to_toml()
+    _build(cfg.path, doc, from_file=True, text="")
+    _atomic_write(cfg.path, tomli_w.dumps(doc).encode("utf-8"))
+
+
+def update_config(
+    path: Path | str | None = None,
+    *,
+    provider: str | None = None,
+    theme: str | None = None,
+    audio: Mapping[str, Any] | None = None,
+    providers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AppConfig:
+    """Load the config, apply changes, validate, write atomically; return the new config.
+
+    ``audio`` uses :class:`AudioSettings` field names; ``providers`` maps a spec key or alias
+    to option changes. A ``None`` value resets that option to its default. A broken existing
+    file raises :class:`ConfigError` and is left untouched.
+    """
+    cfg = load_config(path)
+    doc = cfg.to_toml()
+    if provider is not None:
+        doc["provider"] = provider
+    if theme is not None:
+        doc["theme"] = theme
+    for name, value in (audio or {}).items():
+        if value is None:
+            doc["audio"].pop(name, None)
+        else:
+            doc["audio"][name] = value.value if isinstance(value, DuplexPolicy) else value
+    for name, changes in (providers or {}).items():
+        try:
+            key = registry().resolve(name)
+        except UnknownProvider as err:
+            raise ConfigError(f"{cfg.path}: providers: {err}", path=cfg.path) from None
+        table = doc["providers"].setdefault(key, {})
+        defaults = provider_defaults(registry().get(key))
+        for option, value in changes.items():
+            if value is None:
+                if option in defaults:
+                    table[option] = defaults[option]
+                else:
+                    table.pop(option, None)
+            else:
+                table[option] = value
+    new = _build(cfg.path, doc, from_file=True, text="")
+    _atomic_write(cfg.path, tomli_w.dumps(new.to_toml()).encode("utf-8"))
+    return new
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # fsync the directory so the rename itself survives a crash
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
