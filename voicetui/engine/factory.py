@@ -1,0 +1,94 @@
+"""Build a ready-to-run :class:`ConversationEngine` from the config and the key store.
+
+Everything that can fail before the session starts fails here, with a one-line message:
+an unknown provider or a missing key (:class:`ProviderError`), a keyring problem
+(``KeyringUnavailable`` from the key store), a bad audio setting (``AudioError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from voicetui import paths
+from voicetui.engine.session import ConversationEngine
+from voicetui.engine.transcript import TranscriptStore
+from voicetui.engine.usage import UsageStore
+from voicetui.providers.base import ProviderError, get_provider
+
+if TYPE_CHECKING:
+    from voicetui.config import AppConfig
+
+
+class _ResolvedKey(Protocol):
+    @property
+    def value(self) -> str | None: ...
+
+
+class KeySource(Protocol):
+    """What the factory needs from ``voicetui.keys.KeyStore``."""
+
+    def get(self, spec_key: str) -> _ResolvedKey: ...
+
+
+ENV_VARS = {"ai-voice-conv.openai": "OPENAI_API_KEY", "ai-voice-conv.mistral": "MISTRAL_API_KEY"}
+
+
+def missing_key_message(spec_key: str) -> str:
+    """One line telling the user how to provide the key."""
+    short = spec_key.rsplit(".", 1)[-1]
+    env = ENV_VARS.get(spec_key, "the provider's API key variable")
+    return f"no API key for {short}: run `voicetui keys set {short}` or set {env}"
+
+
+def build_engine(
+    config: AppConfig,
+    keys: KeySource,
+    *,
+    provider_key: str | None = None,
+    input_wav: Path | None = None,
+    output_wav: Path | None = None,
+    realtime_input: bool = True,
+    realtime_output: bool | None = None,
+    end_when_input_ends: bool | None = None,
+    talk_on_connect: bool = False,
+    store: TranscriptStore | None = None,
+    usage: UsageStore | None = None,
+) -> ConversationEngine:
+    """The engine for ``provider_key`` (default: the configured provider), its audio rig
+    opened on the configured devices or on WAV files. Nothing is started yet.
+
+    ``end_when_input_ends`` defaults to True when the input is a WAV file.
+    """
+    from voicetui.audio.factory import open_audio
+
+    settings = config.provider_settings(provider_key)
+    api_key = keys.get(settings.spec_key).value
+    if not api_key:
+        raise ProviderError(missing_key_message(settings.spec_key), code="no_key")
+    provider = get_provider(settings.spec_key)
+    rig = open_audio(
+        config.audio,
+        input_wav=input_wav,
+        output_wav=output_wav,
+        realtime_input=realtime_input,
+        realtime_output=realtime_output,
+    )
+    rig.check()
+    engine = ConversationEngine(
+        provider=provider,
+        settings=settings,
+        api_key=api_key,
+        audio_in=rig.input,
+        audio_out=rig.output,
+        gate=rig.gate,
+        store=store if store is not None else TranscriptStore(),
+        usage=usage if usage is not None else UsageStore(),
+        state_dir=paths.state_dir(),
+        end_when_input_ends=(input_wav is not None)
+        if end_when_input_ends is None
+        else end_when_input_ends,
+        talk_on_connect=talk_on_connect,
+    )
+    rig.set_on_error(lambda err: engine.report_error(str(err), code="device", fatal=True))
+    return engine
