@@ -174,3 +174,228 @@ async def test_push_to_talk_turn(emu: OpenAIEmulator) -> None:
     assert session.assistant_transcripts == [text]
     assert [i["role"] for i in session.items.values()] == ["user", "assistant"]
     assert "sk-test" not in repr(emu.log.entries)
+
+
+VAD_SESSION: dict[str, Any] = {
+    "type": "realtime",
+    "audio": {
+        "input": {
+            "turn_detection": {
+                "type": "server_vad",
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": 400,
+                "create_response": True,
+                "interrupt_response": True,
+            },
+            "transcription": {"model": "gpt-4o-transcribe"},
+        },
+    },
+}
+
+
+async def open_session(conn: Any, session: dict[str, Any]) -> Any:
+    assert (await conn.recv()).type == "session.created"
+    await conn.session.update(session=session)
+    updated = await conn.recv()
+    assert updated.type == "session.updated"
+    return updated
+
+
+async def test_server_vad_turn_from_audio_energy(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(user_text="Hello there.", reply="Hi! How can I help?")]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        updated = await open_session(conn, VAD_SESSION)
+        td = updated.session.audio.input.turn_detection
+        assert td.type == "server_vad" and td.silence_duration_ms == 400
+        lead, speech = silence(500), pcm16("hello there")
+        # quiet noise below the threshold must not trigger the VAD
+        noise = (np.random.default_rng(1).normal(0, 30, 12_000)).astype("<i2").tobytes()
+        await append_all(conn, noise + lead + speech + silence(600), chunk_ms=30)
+        events = await collect_until(conn, "response.done")
+
+    names = types_of(events)
+    assert names[:5] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    started, stopped = events[0], events[1]
+    onset_ms = (len(noise) + len(lead)) // BYTES_PER_MS
+    # audio_start_ms includes the 300 ms prefix padding; the detector needs ~20 ms of energy
+    assert onset_ms - 300 - 5 <= started.audio_start_ms <= onset_ms - 300 + 40
+    speech_end_ms = onset_ms + len(speech) // BYTES_PER_MS
+    # audio_end_ms includes the silence duration (400 ms)
+    assert speech_end_ms + 300 <= stopped.audio_end_ms <= speech_end_ms + 450
+    assert started.item_id == stopped.item_id == events[2].item_id
+    assert "response.created" in names and events[-1].response.status == "completed"
+    assert emu.sessions[-1].user_transcripts == ["Hello there."]
+
+
+async def test_vad_silence_only_never_fires(emu: OpenAIEmulator) -> None:
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, VAD_SESSION)
+        await append_all(conn, silence(1500))
+        await conn.input_audio_buffer.clear()
+        events = await collect_until(conn, "input_audio_buffer.cleared")
+    assert types_of(events) == ["input_audio_buffer.cleared"]
+
+
+async def test_barge_in_then_truncate(emu: OpenAIEmulator) -> None:
+    long_reply = (
+        "Sure, here is a rather long answer that keeps going for several seconds "
+        "so that there is plenty of time to interrupt it while it is still talking."
+    )
+    emu.script.turns = [
+        Turn(user_text="Tell me a story.", reply=long_reply),
+        Turn(user_text="Stop.", reply="Okay."),
+    ]
+    emu.timing.audio_pace = 8.0  # 8x real time keeps the test short
+    emu.timing.chunk_ms = 100
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, VAD_SESSION)
+        await append_all(conn, silence(300) + pcm16("tell me a story") + silence(500))
+        events: list[Any] = []
+        deltas = 0
+        async for event in conn:
+            events.append(event)
+            if event.type == "response.output_audio.delta":
+                deltas += 1
+                if deltas == 3:  # the user talks over the assistant
+                    await append_all(conn, pcm16("stop") + silence(500))
+            if event.type == "response.done":
+                break
+        first_done = events[-1]
+        assert first_done.response.status == "cancelled"
+        assert first_done.response.status_details.reason == "turn_detected"
+        item = first_done.response.output[0]
+        assert item.status == "incomplete"
+        names = types_of(events)
+        barge = names.index("input_audio_buffer.speech_started", 1)
+        assert names[barge + 1 :] == CLOSE_ORDER
+        # no audio delta after speech_started: the emulator stops before announcing it
+        played_ms = 150
+        await conn.conversation.item.truncate(
+            item_id=item.id, content_index=0, audio_end_ms=played_ms
+        )
+        rest = await collect_until(conn, "response.done")
+    rest_names = types_of(rest)
+    assert "conversation.item.truncated" in rest_names
+    truncated = rest[rest_names.index("conversation.item.truncated")]
+    assert truncated.item_id == item.id and truncated.audio_end_ms == played_ms
+    assert rest[-1].response.status == "completed"
+    session = emu.sessions[-1]
+    heard = session.items[item.id]["content"][0]["transcript"]
+    assert heard == "Sure,"  # only the words whose audio began before 150 ms
+    assert session.responses[0].reason == "turn_detected"
+    await emu.wait_for("ws_in", "conversation.item.truncate", timeout=1)
+
+
+async def test_truncate_beyond_generated_audio_is_an_error(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="Short.")]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await append_all(conn, pcm16("hi there"))
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events = await collect_until(conn, "response.done")
+        item_id = events[-1].response.output[0].id
+        generated = emu.sessions[-1].responses[0].audio_ms
+        await conn.send(
+            {
+                "type": "conversation.item.truncate",
+                "event_id": "evt_trunc_1",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": int(generated) + 500,
+            }
+        )
+        error = (await collect_until(conn, "error"))[-1]
+        assert error.error.event_id == "evt_trunc_1"
+        assert error.error.type == "invalid_request_error"
+        assert error.error.param == "audio_end_ms"
+        # a user item cannot be truncated either
+        user_id = events[0].item_id
+        await conn.conversation.item.truncate(item_id=user_id, content_index=0, audio_end_ms=0)
+        assert (await collect_until(conn, "error"))[-1].error.code == "invalid_value"
+
+
+async def test_client_cancel_and_response_errors(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="This answer will be cut short by the client, for sure.")]
+    emu.timing.audio_pace = 8.0
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await append_all(conn, pcm16("hi there"))
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events: list[Any] = []
+        async for event in conn:
+            events.append(event)
+            if event.type == "response.output_audio.delta":
+                break
+        # a second response while one is active is refused
+        await conn.response.create(event_id="evt_second")
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "conversation_already_has_active_response"
+        assert err.error.event_id == "evt_second"
+        await conn.response.cancel(event_id="evt_cancel")
+        rest = await collect_until(conn, "response.done")
+        done = rest[-1]
+        assert done.response.status == "cancelled"
+        assert done.response.status_details.reason == "client_cancelled"
+        assert types_of(rest)[-6:] == CLOSE_ORDER
+        await conn.response.cancel(event_id="evt_cancel_2")
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "response_cancel_not_active"
+        assert err.error.event_id == "evt_cancel_2"
+
+
+async def test_input_buffer_errors_and_unknown_events(emu: OpenAIEmulator) -> None:
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await append_all(conn, pcm16("hi")[: 50 * BYTES_PER_MS])  # 50 ms < 100 ms
+        await conn.input_audio_buffer.commit()
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "input_audio_buffer_commit_empty"
+        await conn.input_audio_buffer.clear()
+        assert (await collect_until(conn, "input_audio_buffer.cleared"))[-1].event_id
+        await conn.output_audio_buffer.clear()
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "invalid_value" and "WebRTC" in err.error.message
+        await conn.send_raw('{"type": "bogus.event", "event_id": "evt_bogus"}')
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "invalid_value" and err.error.event_id == "evt_bogus"
+    emu.client_violations.clear()  # bogus.event was deliberately invalid
+
+
+async def test_conversation_items_create_retrieve_delete(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="You said hello.")]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        # the engine reseeds a reconnected session with text items
+        for role, ctype, text in (
+            ("system", "input_text", "Earlier: the user asked about trains."),
+            ("user", "input_text", "hello"),
+            ("assistant", "output_text", "Hi, what can I do?"),
+        ):
+            await conn.conversation.item.create(
+                item={"type": "message", "role": role, "content": [{"type": ctype, "text": text}]}
+            )
+            added, done = await conn.recv(), await conn.recv()
+            assert (added.type, done.type) == ("conversation.item.added", "conversation.item.done")
+            assert added.item.role == role and done.item.status == "completed"
+        ids = list(emu.sessions[-1].items)
+        await conn.conversation.item.retrieve(item_id=ids[1])
+        got = (await collect_until(conn, "conversation.item.retrieved"))[-1]
+        assert got.item.content[0].text == "hello"
+        await conn.conversation.item.delete(item_id=ids[0])
+        deleted = (await collect_until(conn, "conversation.item.deleted"))[-1]
+        assert deleted.item_id == ids[0]
+        await conn.response.create()
+        done = (await collect_until(conn, "response.done"))[-1]
+        assert done.response.status == "completed"
+        await conn.conversation.item.delete(item_id="item_nope")
+        assert (await collect_until(conn, "error"))[-1].error.param == "item_id"
+    assert list(emu.sessions[-1].items)[:2] == ids[1:]
