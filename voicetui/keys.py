@@ -1,0 +1,212 @@
+"""BYOK key store on the OS keyring (service ``voicetui``, username = spec key).
+
+* ``MISTRAL_API_KEY`` / ``OPENAI_API_KEY`` (the spec's env var) override the keyring.
+* Keys are validated against the spec's ``secretSchema`` (plus: non-empty, one token).
+* No plaintext fallback: the fail/null backends and keyrings.alt's file backends are refused;
+  any keyring error becomes :class:`KeyringUnavailable`, one line saying what to do.
+* A key never appears in an exception message, a log line (it is registered for redaction
+  the moment it is read) or any output; :func:`mask` shows at most its last 4 characters.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
+
+import jsonschema
+
+from voicetui import logs
+from voicetui.specs.registry import registry
+
+SERVICE = "voicetui"
+MAX_KEY_LENGTH = 1024  # far beyond any real key; stops a whole pasted file being stored
+KeySource = Literal["keyring", "environment", "none"]
+
+
+class KeyringUnavailable(RuntimeError):
+    """No usable OS keyring. ``str()`` is one line saying what to do."""
+
+
+class InvalidKey(ValueError):
+    """A key that fails the spec's secretSchema. The message never contains the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    """A provider's key and where it came from (``value`` is kept out of ``repr``)."""
+
+    value: str | None = field(repr=False)
+    source: KeySource
+
+    @property
+    def masked(self) -> str:
+        return mask(self.value)
+
+
+def mask(value: str | None) -> str:
+    """``****abcd``: at most the last 4 characters, fewer for short values (a quarter of
+    the length), and a fixed-width prefix so the length does not show."""
+    if not value:
+        return ""
+    shown = min(4, len(value) // 4)
+    return "****" + (value[-shown:] if shown else "")
+
+
+def _unavailable(err: BaseException | None, env_var: str) -> KeyringUnavailable:
+    detail = ""
+    if err is not None:
+        first = logs.redact(str(err)).strip().splitlines()[0] if str(err).strip() else ""
+        first = first.split(". ")[0].rstrip(".")
+        detail = type(err).__name__ + (f": {first[:80]}" if first else "")
+    else:
+        detail = "no secure backend"
+    return KeyringUnavailable(
+        f"the OS keyring is not usable ({detail}); start and unlock a Secret Service "
+        f"(e.g. gnome-keyring), or set {env_var} in the environment instead"
+    )
+
+
+def _is_insecure(backend: Any) -> bool:
+    """Backends that do not store a secret safely (or at all)."""
+    cls = type(backend)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        name.startswith(("keyring.backends.fail.", "keyring.backends.null.", "keyrings.alt."))
+        or "plaintext" in name.lower()
+    )
+
+
+def _secure_backend(env_var: str) -> Any:
+    """The keyring backend to use, never a plaintext, null or fail one."""
+    import keyring
+    import keyring.errors
+
+    try:
+        backend = keyring.get_keyring()
+    except Exception as err:  # a broken keyring config file or backend import
+        raise _unavailable(err, env_var) from None
+    candidates = list(getattr(backend, "backends", None) or [backend])  # ChainerBackend
+    secure = [b for b in candidates if not _is_insecure(b)]
+    if not secure:
+        if any(type(b).__module__ == "keyring.backends.fail" for b in candidates):
+            raise _unavailable(keyring.errors.NoKeyringError("no recommended backend"), env_var)
+        raise _unavailable(None, env_var)
+    return secure[0]
+
+
+class KeyStore:
+    """Provider keys by spec key (or alias): environment first, then the OS keyring."""
+
+    def __init__(self, *, service: str = SERVICE, environ: Mapping[str, str] | None = None):
+        self.service = service
+        self._environ = environ
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    def env_var(self, provider: str) -> str:
+        return registry().api_key_env(provider)
+
+    def get(self, provider: str) -> ResolvedKey:
+        """The key in use for ``provider``. Raises :class:`KeyringUnavailable` only when the
+        environment has none and the keyring cannot be read."""
+        env_value = self.environ.get(self.env_var(provider), "").strip()
+        if env_value:
+            logs.register_secret(env_value)
+            return ResolvedKey(env_value, "environment")
+        stored = self.get_stored(provider)
+        if stored:
+            return ResolvedKey(stored, "keyring")
+        return ResolvedKey(None, "none")
+
+    def get_stored(self, provider: str) -> str | None:
+        """The key in the keyring, ignoring the environment."""
+        spec_key = registry().resolve(provider)
+        env_var = self.env_var(spec_key)
+        backend = _secure_backend(env_var)
+        try:
+            value: str | None = backend.get_password(self.service, spec_key)
+        except Exception as err:  # KeyringError (InitError: locked), D-Bus errors
+            raise _unavailable(err, env_var) from None
+        if value:
+            logs.register_secret(value)
+        return value or None
+
+    def validate(self, provider: str, value: str) -> str:
+        """``value`` trimmed, checked against the spec's secretSchema; raises InvalidKey."""
+        spec = registry().get(provider)
+        key = value.strip()
+        logs.register_secret(key)
+        if not key:
+            raise InvalidKey(f"{spec.key}: the API key is empty")
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise InvalidKey(
+                f"{spec.key}: the API key contains spaces or control characters "
+                "(paste only the key, on one line)"
+            )
+        if len(key) > MAX_KEY_LENGTH:
+            raise InvalidKey(f"{spec.key}: the API key is longer than {MAX_KEY_LENGTH} characters")
+        validator = jsonschema.Draft202012Validator(dict(spec.secret_schema.schema))
+        error = jsonschema.exceptions.best_match(validator.iter_errors({"apiKey": key}))
+        if error is not None:  # the message would quote the key: name the rule only
+            where = ".".join(str(p) for p in error.absolute_path) or "apiKey"
+            raise InvalidKey(
+                f"{spec.key}: {where} fails the spec's secretSchema ({error.validator})"
+            )
+        return key
+
+    def set(self, provider: str, value: str) -> None:
+        """Store ``value`` for ``provider`` after validation, and read it back to make sure
+        the backend really kept it."""
+        spec_key = registry().resolve(provider)
+        key = self.validate(spec_key, value)
+        env_var = self.env_var(spec_key)
+        backend = _secure_backend(env_var)
+        try:
+            backend.set_password(self.service, spec_key, key)
+            stored = backend.get_password(self.service, spec_key)
+        except Exception as err:
+            raise _unavailable(err, env_var) from None
+        if stored != key:
+            raise KeyringUnavailable(
+                f"the OS keyring did not keep the key for {spec_key}; check that the Secret "
+                f"Service is unlocked, or set {env_var} in the environment instead"
+            )
+
+    def delete(self, provider: str) -> bool:
+        """Remove the stored key; ``False`` if there was none."""
+        import keyring.errors
+
+        spec_key = registry().resolve(provider)
+        env_var = self.env_var(spec_key)
+        backend = _secure_backend(env_var)
+        try:
+            if backend.get_password(self.service, spec_key) is None:
+                return False
+            backend.delete_password(self.service, spec_key)
+        except keyring.errors.PasswordDeleteError:
+            return False
+        except Exception as err:
+            raise _unavailable(err, env_var) from None
+        return True
+
+
+def read_key(prompt: str, stdin: IO[str] | None = None) -> str:
+    """Read a key from stdin when it is not a TTY (one line), else from a hidden prompt.
+    Never from argv. Returns the raw text (validate it with :meth:`KeyStore.validate`)."""
+    stream = stdin or sys.stdin
+    if stream.isatty():
+        value = getpass.getpass(prompt)
+    else:
+        lines = [line.strip() for line in stream.read(MAX_KEY_LENGTH * 4).splitlines()]
+        lines = [line for line in lines if line]
+        if len(lines) > 1:
+            raise InvalidKey("expected the key alone on one line of standard input")
+        value = lines[0] if lines else ""
+    logs.register_secret(value.strip())
+    return value
