@@ -399,3 +399,92 @@ async def test_conversation_items_create_retrieve_delete(emu: OpenAIEmulator) ->
         await conn.conversation.item.delete(item_id="item_nope")
         assert (await collect_until(conn, "error"))[-1].error.param == "item_id"
     assert list(emu.sessions[-1].items)[:2] == ids[1:]
+
+
+async def test_idle_timeout_triggers_a_response(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="Are you still there?")]
+    session = {
+        "type": "realtime",
+        "audio": {
+            "input": {
+                "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000},
+            }
+        },
+    }
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        updated = await open_session(conn, session)
+        td = updated.session.audio.input.turn_detection
+        # omitted fields take the server_vad defaults
+        assert (td.threshold, td.silence_duration_ms, td.idle_timeout_ms) == (0.5, 500, 5000)
+        await append_all(conn, silence(5200), chunk_ms=100)
+        events = await collect_until(conn, "response.done")
+    names = types_of(events)
+    assert names[:4] == [
+        "input_audio_buffer.timeout_triggered",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    timeout = events[0]
+    assert timeout.audio_start_ms == 0 and 5000 <= timeout.audio_end_ms <= 5100
+    assert events[-1].response.status == "completed"
+
+
+async def test_semantic_vad_replaces_turn_detection_wholesale(emu: OpenAIEmulator) -> None:
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, VAD_SESSION)
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}
+                },
+            }
+        )
+        updated = await conn.recv()
+        td = updated.session.audio.input.turn_detection
+        assert td.type == "semantic_vad" and td.eagerness == "high"
+        assert td.model_extra == {}  # no stale server_vad keys leak in
+        # the rest of the session survives a partial update
+        assert updated.session.audio.input.transcription.model == "gpt-4o-transcribe"
+        await append_all(conn, pcm16("hello") + silence(400))
+        events = await collect_until(conn, "response.done")
+    assert types_of(events)[:2] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+    ]
+
+
+async def test_text_only_response(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="Plain text answer.")]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, {"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "q"}],
+            }
+        )
+        await conn.response.create()
+        events = await collect_until(conn, "response.done")
+    names = types_of(events)
+    assert "response.output_audio.delta" not in names
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == (
+        "Plain text answer."
+    )
+    assert events[-1].response.output[0].content[0].type == "output_text"
+    assert events[-1].response.output[0].content[0].text == "Plain text answer."
+
+
+async def test_session_update_validation_and_no_model(emu: OpenAIEmulator) -> None:
+    async with client_for(emu).realtime.connect() as conn:  # no ?model= at all
+        created = await conn.recv()
+        assert created.session.model == "gpt-realtime"
+        # the SDK sends a session without "type" as written; the server refuses it
+        await conn.session.update(session={"instructions": "x"}, event_id="evt_upd")  # type: ignore[typeddict-item]
+        err = (await collect_until(conn, "error"))[-1]
+        assert err.error.code == "missing_required_parameter"
+        assert err.error.param == "session.type" and err.error.event_id == "evt_upd"
+    assert emu.log.of("ws_open")[0].body == {"query": {}}
+    emu.client_violations.clear()  # the missing type was deliberate

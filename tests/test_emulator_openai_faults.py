@@ -113,9 +113,9 @@ async def test_unknown_model_and_wrong_key(emu: OpenAIEmulator) -> None:
 
 @pytest.mark.asyncio
 async def test_http_stall_times_out(emu: OpenAIEmulator) -> None:
-    emu.faults.stall_s = 1.0
+    emu.faults.stall_s = 0.4
     with pytest.raises(openai.APITimeoutError):
-        await client_for(emu, max_retries=0, timeout=0.2).models.list()
+        await client_for(emu, max_retries=0, timeout=0.1).models.list()
 
 
 # -- WebSocket faults ------------------------------------------------------------------
@@ -220,11 +220,15 @@ async def test_ws_unknown_event_type_parses_leniently(emu: OpenAIEmulator) -> No
 
 @pytest.mark.asyncio
 async def test_ws_stall_delays_session_created(emu: OpenAIEmulator) -> None:
-    emu.faults.stall_s = 0.6
+    emu.faults.stall_s = 0.3  # slow loris: every server frame waits this long
     async with client_for(emu).realtime.connect(model=MODEL) as conn:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(conn.recv(), 0.2)
+            await asyncio.wait_for(conn.recv(), 0.1)
         assert (await asyncio.wait_for(conn.recv(), 2)).type == "session.created"
+        started = time.monotonic()
+        await conn.session.update(session={"type": "realtime"})
+        assert (await asyncio.wait_for(conn.recv(), 2)).type == "session.updated"
+        assert time.monotonic() - started >= 0.25
 
 
 # -- transcription with diarization ------------------------------------------------------

@@ -72,6 +72,18 @@ def default_turn_detection() -> dict[str, Any]:
     }
 
 
+SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 200}
+
+
+def effective_vad(td: dict[str, Any]) -> dict[str, Any]:
+    """VAD parameters for either detector. ``semantic_vad`` has no threshold or silence
+    settings; an energy emulator can only approximate "eagerness" as a silence window."""
+    if td.get("type") == "semantic_vad":
+        silence = SEMANTIC_SILENCE_MS.get(str(td.get("eagerness") or "auto"), 500)
+        return {**td, "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence}
+    return td
+
+
 def vad_threshold_dbfs(threshold: float) -> float:
     """Map the 0..1 VAD ``threshold`` onto an RMS level: 0.5 -> -35 dBFS, 0.9 -> -19 dBFS.
 
@@ -259,6 +271,8 @@ class RealtimeSession:
         self.vad = _Vad()
         self.speech_item_id: str | None = None
         self.pending_turn: Turn | None = None
+        # idle timeout (server_vad idle_timeout_ms): armed from this absolute sample on
+        self.idle_from: int | None = 0
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -268,6 +282,8 @@ class RealtimeSession:
     ) -> bool:
         """Send one server event (``event_id`` added); False if skipped or closed."""
         async with self._lock:
+            # slow loris: every frame waits (Faults.stall_s), in order, like B2's SSE stall
+            await self.emu.pace(self.emu.faults.stall_s)
             if self.closed or self.ws.closed:
                 return False
             if skip_if is not None and skip_if():
@@ -473,11 +489,11 @@ class RealtimeSession:
             raw = raw[:-1]
         self.audio_bytes_received += len(raw)
         self.buffer += raw
-        start_sample = self.total_samples
         self.total_samples += len(raw) // 2
         td = self.turn_detection
         if td is None or td.get("type") not in ("server_vad", "semantic_vad"):
             return
+        td = effective_vad(td)
         samples = np.frombuffer(raw, dtype="<i2")
         for kind, at in self.vad.feed(samples, td):
             if kind == "start":
@@ -485,8 +501,34 @@ class RealtimeSession:
             else:
                 await self._speech_stopped(at, td)
         if not self.vad.speaking:
+            await self._check_idle(td)
             self._trim_buffer(int(td.get("prefix_padding_ms") or 0))
-        del start_sample
+
+    async def _check_idle(self, td: dict[str, Any]) -> None:
+        """``idle_timeout_ms``: no speech for that long after the last response's audio
+        would have finished playing -> ``timeout_triggered``, an empty commit, a response."""
+        idle_ms = td.get("idle_timeout_ms")
+        if not idle_ms or self.idle_from is None or self.active is not None:
+            return
+        if (self.total_samples - self.idle_from) * 1000 < int(idle_ms) * RATE:
+            return
+        start_ms = self.idle_from * 1000 // RATE
+        self.idle_from = None  # re-armed by the next response.done
+        item_id = self.emu.new_id("item")
+        await self.send(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": start_ms,
+                "audio_end_ms": self.total_samples * 1000 // RATE,
+                "item_id": item_id,
+            }
+        )
+        audio = bytes(self.buffer)
+        self.buffer.clear()
+        self.buf_start = self.total_samples
+        self.vad.reset(self.total_samples)
+        await self._commit(audio, item_id, idle=True)
+        await self._start_response({}, None)
 
     def _trim_buffer(self, keep_ms: int) -> None:
         """Outside speech, keep only the prefix padding (bounded memory in hands-free mode)."""
@@ -507,6 +549,7 @@ class RealtimeSession:
             del self.buffer[:cut]
             self.buf_start = start_sample
         self.speech_item_id = self.emu.new_id("item")
+        self.idle_from = None
         active = self.active
         interrupt = bool(td.get("interrupt_response", True)) and active is not None
         if interrupt and active is not None:
@@ -564,9 +607,13 @@ class RealtimeSession:
         self.vad.reset(self.total_samples)
         await self.send({"type": "input_audio_buffer.cleared"})
 
-    async def _commit(self, audio: bytes, item_id: str) -> None:
-        """Turn committed audio into a user item, then transcribe it if configured."""
-        turn = self.emu.script.next_turn()
+    async def _commit(self, audio: bytes, item_id: str, *, idle: bool = False) -> None:
+        """Turn committed audio into a user item, then transcribe it if configured.
+
+        Each user turn consumes the next scripted :class:`Turn` (its ``user_text`` is the
+        transcript, its ``reply`` the next response); an idle-timeout commit holds silence,
+        so it consumes nothing and is not transcribed."""
+        turn = self.emu.script.next_turn() if not idle else None
         self.pending_turn = turn
         previous = self.last_item_id()
         await self.send(
@@ -586,7 +633,7 @@ class RealtimeSession:
         }
         self.items[item_id] = item
         await self._item_added_done(item, previous)
-        if self.transcription is not None:
+        if self.transcription is not None and turn is not None:
             delay = self.emu.timing.first_transcript_delay_s
             coro = self._transcribe(
                 item_id, turn, len(audio) / BYTES_PER_MS, dict(self.transcription)
@@ -1044,6 +1091,8 @@ class RealtimeSession:
             body["status_details"] = {"type": "cancelled", "reason": reason}
         body["usage"] = self._usage(record)
         self.active = None  # a new response may start as soon as done is out
+        # idle timeout counts from when the reply would have finished playing
+        self.idle_from = self.total_samples + int(record.sent_audio_bytes // 2)
         await self.send({"type": "response.done", "response": body})
 
     def _usage(self, record: ResponseRecord) -> dict[str, Any]:
@@ -1396,7 +1445,6 @@ class OpenAIEmulator(EmulatorServer):
                 session.close_code = 1008
                 await ws.close(code=1008, message=b"invalid_api_key")
                 return ws
-            await self.pace(self.faults.stall_s)
             await session.send({"type": "session.created", "session": session.config})
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
