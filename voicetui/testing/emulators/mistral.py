@@ -76,6 +76,7 @@ from voicetui.testing.emulators.common import (
     speech_like_pcm,
 )
 from voicetui.testing.emulators.mistral_stream import (
+    ARRIVED_AT,
     SSEOutlet,
     StreamDropped,
     dbfs,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
     from voicetui.testing.emulators.strict_mistral import StrictChecker
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONVERSATION_ID = web.RequestKey("conversation_id", str)
 
 LLM_MODEL = "mistral-small-latest"
 TRANSCRIBE_MODEL = "voxtral-mini-latest"
@@ -360,7 +362,7 @@ class MistralEmulator(EmulatorServer):
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["at"] = time.monotonic()
+        request[ARRIVED_AT] = time.monotonic()
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await handler(request)  # WebSocket faults are applied by the socket handlers
         if self.fault_in_scope(request.path):
@@ -387,7 +389,7 @@ class MistralEmulator(EmulatorServer):
                 path=request.path,
                 method=request.method,
                 status=response.status,
-                conversation_id=request.get("conversation_id"),
+                conversation_id=request.get(CONVERSATION_ID),
             )
         )
         return response
@@ -401,10 +403,11 @@ class MistralEmulator(EmulatorServer):
         conversation_id: str | None = None,
         audio_bytes: int = 0,
     ) -> None:
-        request["conversation_id"] = conversation_id
+        if conversation_id is not None:
+            request[CONVERSATION_ID] = conversation_id
         self.log.add(
             LogEntry(
-                at=request.get("at", time.monotonic()),
+                at=request.get(ARRIVED_AT, time.monotonic()),
                 kind="http",
                 path=request.path,
                 method=request.method,

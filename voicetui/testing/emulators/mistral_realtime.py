@@ -44,6 +44,7 @@ from aiohttp import WSMsgType, web
 
 from voicetui.testing.emulators.common import RATE, LogEntry, paced_chunks, speech_like_pcm
 from voicetui.testing.emulators.mistral_stream import (
+    ARRIVED_AT,
     StreamDropped,
     WSOutlet,
     dbfs,
@@ -129,7 +130,7 @@ class _Socket:
         await self.ws.prepare(self.request)
         self.emu.log.add(
             LogEntry(
-                at=self.request.get("at", time.monotonic()),
+                at=self.request.get(ARRIVED_AT, time.monotonic()),
                 kind="ws_open",
                 path=self.path,
                 body={"model": self.model},

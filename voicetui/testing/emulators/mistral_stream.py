@@ -25,6 +25,8 @@ from voicetui.testing.emulators.common import LogEntry
 if TYPE_CHECKING:
     from voicetui.testing.emulators.mistral import MistralEmulator
 
+ARRIVED_AT = web.RequestKey("arrived_at", float)  # monotonic time a request arrived
+
 # Bodies are logged without these (audio payloads would bloat the log).
 _BULKY_KEYS = ("audio", "audio_data", "ref_audio", "sample_audio")
 
