@@ -1,36 +1,449 @@
-"""The voicetui Textual application: entry point ``run`` and the App class."""
+"""The voicetui Textual application: entry point :func:`run` and the App class.
+
+The app owns the live :class:`ConversationEngine` (built by ``voicetui.engine.factory``) and
+runs its loop in an async worker on the UI's event loop. The engine's listener turns each
+event into a :class:`~voicetui.tui.messages.EngineEvent` message for the console; commands
+(talk, interrupt, mute) are plain method calls, awaited in short workers so the UI never
+waits on the network. Every failure ends up as a notification or a status line saying what
+to do: the app itself never dies on a provider, device or keyring error.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
+from voicetui.engine.events import AssistantAudio, Event
+from voicetui.tui.commands import VoiceCommands
+from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
 from voicetui.tui.screens.console import ConsoleScreen
+from voicetui.tui.themes import DEFAULT_THEME, ThemeLoad, load_themes
+
+if TYPE_CHECKING:
+    from voicetui.audio.devices import DeviceInfo
+    from voicetui.config import AppConfig
+    from voicetui.engine.session import ConversationEngine
+    from voicetui.health import HealthResult
+    from voicetui.keys import KeyStore
+    from voicetui.providers.base import Voice
+
+log = logging.getLogger("voicetui.tui")
+
+FROZEN_ENV = "VOICETUI_TUI_FROZEN"
+"""Set to 1 for deterministic screens (snapshots): fixed timer, no live meters or blink."""
 
 
 class VoiceTuiApp(App[int]):
     """Full-screen voice console."""
 
     TITLE = "voicetui"
+    SUB_TITLE = "voice console"
     CSS_PATH = "app.tcss"
-    # The console has Inputs on other screens; never let one steal Space / the talk key.
+    # Other screens have Inputs; focusing one on start would swallow Space (the talk key).
     AUTO_FOCUS = None
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    COMMANDS = App.COMMANDS | {VoiceCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
 
-    def __init__(self, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path | None = None,
+        *,
+        config: AppConfig | None = None,
+        frozen: bool | None = None,
+        autostart: bool = True,
+        health_on_start: bool = True,
+        keys: KeyStore | None = None,
+        input_wav: Path | None = None,
+        output_wav: Path | None = None,
+    ) -> None:
         super().__init__()
         self.config_path = config_path
+        self._config = config
+        self.frozen = os.environ.get(FROZEN_ENV) == "1" if frozen is None else frozen
+        self.autostart = autostart
+        self.health_on_start = health_on_start
+        self._keys = keys
+        self.input_wav = input_wav
+        self.output_wav = output_wav
+        self.engine: ConversationEngine | None = None
+        self.health: dict[str, HealthResult] = {}
+        self.theme_load: ThemeLoad = ThemeLoad()
+        self.session_error: str | None = None
+        self.voices: dict[str, list[Voice]] = {}  # per provider, for pickers and the palette
+        self.devices: list[DeviceInfo] = []
+        self.session_id: str | None = None
+        self._engine_worker: Worker[None] | None = None
+        self._ending = False
 
-    def get_default_screen(self) -> Screen[None]:
+    # --- shared services -------------------------------------------------------------------
+
+    @property
+    def config(self) -> AppConfig:
+        """The current configuration (loaded on first use)."""
+        if self._config is None:
+            from voicetui.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def keys(self) -> KeyStore:
+        """The key store (keyring + environment)."""
+        if self._keys is None:
+            from voicetui.keys import KeyStore
+
+            self._keys = KeyStore()
+        return self._keys
+
+    def reload_config(self) -> AppConfig:
+        """Re-read the config after it was saved."""
+        from voicetui.config import load_config
+
+        self._config = load_config(self.config.path)
+        return self._config
+
+    def save_config(self, **changes: Any) -> str | None:
+        """Write ``changes`` to the TOML config. Returns None, or the one-line reason it was
+        refused (also shown as a notification)."""
+        from voicetui.config import ConfigError, update_config
+
+        try:
+            self._config = update_config(self.config.path, **changes)
+        except ConfigError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"cannot write {self.config.path}: {exc.strerror}"
+        else:
+            return None
+        self.notify(error, title="Not saved", severity="error", timeout=8)
+        return error
+
+    @property
+    def console_screen(self) -> ConsoleScreen:
+        """The home screen (always at the bottom of the stack)."""
+        screen = self.screen_stack[0]
+        assert isinstance(screen, ConsoleScreen)
+        return screen
+
+    def get_default_screen(self) -> Screen[Any]:
         """The console is the home screen."""
         return ConsoleScreen()
+
+    # --- start-up --------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.theme_load = load_themes()
+        for theme in self.theme_load.themes:
+            self.register_theme(theme)
+        for error in self.theme_load.errors:
+            self.notify(error, title="Theme skipped", severity="warning", timeout=8)
+        wanted = getattr(self.config, "theme", "") or DEFAULT_THEME
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        if self.health_on_start:
+            self.run_health_checks()
+        if self.autostart:
+            self.run_background(self._first_screen(), name="startup")
+            self.run_background(self.refresh_devices(), name="device scan", group="devices")
+
+    async def _first_screen(self) -> None:
+        """Open the keys screen when the chosen provider has no key, else start talking."""
+        provider = self.config.provider
+        source = await self.key_source(provider)
+        if source == "none":
+            from voicetui.tui.screens.keys import KeysScreen
+
+            await self.push_screen(KeysScreen(first_run=True, focus_provider=provider))
+            return
+        self.start_session()
+
+    async def key_source(self, spec_key: str) -> str:
+        """Where the key for ``spec_key`` comes from (keyring / environment / none)."""
+        from voicetui.keys import KeyringUnavailable
+
+        try:
+            resolved = await asyncio.to_thread(self.keys.get, spec_key)
+        except KeyringUnavailable as exc:
+            self.notify(str(exc), title="Keyring", severity="warning", timeout=10)
+            return "none"
+        return str(resolved.source) if resolved.value else "none"
+
+    # --- background work -------------------------------------------------------------------
+
+    def run_background(
+        self, work: Awaitable[Any], *, name: str, group: str = "default", exclusive: bool = False
+    ) -> Worker[Any]:
+        """Run ``work`` in an async worker whose failure is reported, never fatal."""
+        return self.run_worker(
+            work, name=name, group=group, exclusive=exclusive, exit_on_error=False
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR and worker.error is not None:
+            log.error("worker %s failed", worker.name, exc_info=worker.error)
+            self.notify(
+                f"{worker.name}: {one_line(worker.error)}",
+                title="Something went wrong",
+                severity="error",
+                timeout=10,
+            )
+
+    def run_health_checks(self, spec_key: str | None = None) -> None:
+        """Check one or all providers in the background; results arrive as HealthUpdated."""
+        self.run_background(
+            self._health(spec_key), name="health check", group="health", exclusive=True
+        )
+
+    async def _health(self, spec_key: str | None) -> None:
+        health = await asyncio.to_thread(importlib.import_module, "voicetui.health")
+        if spec_key is None:
+            results = list(await health.check_all(self.config, self.keys))
+        else:
+            results = [await health.check(spec_key, self.config, self.keys)]
+        for result in results:
+            self.health[result.provider] = result
+        message = HealthUpdated(results)
+        self.console_screen.post_message(message)
+        for screen in self.screen_stack[1:]:
+            screen.post_message(HealthUpdated(results))
+
+    async def refresh_devices(self) -> list[DeviceInfo]:
+        """Probe audio devices off the UI thread (PortAudio scans can take a while)."""
+        from voicetui.audio.devices import list_devices
+
+        try:
+            self.devices = await asyncio.to_thread(list_devices)
+        except Exception as exc:
+            self.notify(f"cannot list audio devices: {one_line(exc)}", severity="warning")
+        return self.devices
+
+    async def fetch_voices(self, spec_key: str) -> list[Voice]:
+        """The provider's voices (cached); the configured voice alone when unreachable."""
+        from voicetui.providers.base import Voice, get_provider
+
+        settings = self.config.provider_settings(spec_key)
+        fallback = [Voice(id=settings.voice, name=settings.voice, description="configured voice")]
+        try:
+            resolved = await asyncio.to_thread(self.keys.get, spec_key)
+            provider = await asyncio.to_thread(get_provider, spec_key)
+            voices = await asyncio.wait_for(
+                provider.list_voices(settings, resolved.value or ""), timeout=10
+            )
+        except Exception as exc:
+            log.info("voice list for %s unavailable: %s", spec_key, exc)
+            return self.voices.get(spec_key) or fallback
+        self.voices[spec_key] = list(voices) or fallback
+        return self.voices[spec_key]
+
+    # --- the conversation session ----------------------------------------------------------
+
+    @property
+    def session_running(self) -> bool:
+        """True while an engine exists (connecting, live or ending)."""
+        return self.engine is not None
+
+    def start_session(self, provider_key: str | None = None) -> None:
+        """Build and run a new engine (replacing the current one) in a worker."""
+        self._engine_worker = self.run_background(
+            self._engine_main(provider_key), name="session", group="engine", exclusive=True
+        )
+
+    async def _engine_main(self, provider_key: str | None) -> None:
+        await self.end_session("new session")
+        key = provider_key or self.config.provider
+        console = self.console_screen
+        console.session_starting(key)
+        try:
+            engine = await self._build_engine(key)
+        except Exception as exc:  # every build failure is one line for the user
+            self.session_error = one_line(exc)
+            console.post_message(SessionStopped(self.session_error, error=True))
+            return
+        self.session_error = None
+        self.session_id = engine.session_id
+        self.run_background(self.fetch_voices(key), name="voice list", group="voices")
+
+        def listener(event: Event) -> None:
+            # Called on this loop's thread, in order; audio chunks are not drawn.
+            if not isinstance(event, AssistantAudio):
+                console.post_message(EngineEvent(event))
+
+        unsubscribe = engine.subscribe(listener)
+        self.engine = engine
+        reason = "session ended"
+        try:
+            ended = await engine.run()
+            reason = ended.reason
+        except Exception as exc:  # the engine promises not to raise; be safe anyway
+            log.exception("engine run failed")
+            reason = one_line(exc)
+            console.post_message(SessionStopped(reason, error=True))
+            return
+        finally:
+            unsubscribe()
+            if self.engine is engine:
+                self.engine = None
+        console.post_message(SessionStopped(reason))
+
+    async def _build_engine(self, provider_key: str) -> ConversationEngine:
+        # SDK imports, keyring reads and device checks can take a while: build the engine
+        # (which starts nothing) in a thread; it runs on this loop afterwards.
+        from voicetui.engine.factory import build_engine
+
+        return await asyncio.to_thread(
+            build_engine,
+            self.config,
+            self.keys,
+            provider_key=provider_key,
+            input_wav=self.input_wav,
+            output_wav=self.output_wav,
+        )
+
+    async def end_session(self, reason: str = "ended by user") -> None:
+        """End the running session (if any) and wait for its loop to finish."""
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            await engine.end(reason)
+        except Exception as exc:
+            log.warning("engine.end failed: %s", exc)
+        for _ in range(100):  # the run loop returns shortly after end()
+            if self.engine is not engine:
+                break
+            await asyncio.sleep(0.02)
+
+    def engine_command(self, name: str, command: Callable[[], Awaitable[Any]]) -> None:
+        """Run an engine command without blocking the UI."""
+        self.run_background(command(), name=name, group="commands")
+
+    async def action_quit(self) -> None:
+        """Quit cleanly: end the session (closing devices and sockets) first."""
+        if self._ending:
+            self.exit(0)
+            return
+        self._ending = True
+        try:
+            await asyncio.wait_for(self.end_session("quit"), timeout=3.0)
+        except TimeoutError:
+            log.warning("session did not end within 3 s; quitting anyway")
+        self.exit(0)
+
+    # --- screens ---------------------------------------------------------------------------
+
+    def open_keys(self, provider: str | None = None) -> None:
+        """Show the keys screen."""
+        from voicetui.tui.screens.keys import KeysScreen
+
+        self.push_screen(KeysScreen(focus_provider=provider))
+
+    def open_settings(self) -> None:
+        """Show the settings screen."""
+        from voicetui.tui.screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen())
+
+    def open_health(self) -> None:
+        """Show the health screen."""
+        from voicetui.tui.screens.health import HealthScreen
+
+        self.push_screen(HealthScreen())
+
+    def open_theme_picker(self) -> None:
+        """Show the theme picker (live preview)."""
+        from voicetui.tui.screens.theme_picker import ThemePickerScreen
+
+        self.push_screen(ThemePickerScreen())
+
+    def set_theme_and_save(self, name: str) -> None:
+        """Apply a theme and remember it in the config."""
+        self.theme = name
+        self.save_config(theme=name)
+
+    def new_conversation(self) -> None:
+        """End the session and start a fresh one (empty transcript)."""
+        self.console_screen.action_new_conversation()
+
+    def set_device(self, which: str, name: str) -> None:
+        """Choose the input or output device by name; restarts a live session."""
+        if self.save_config(audio={which: name}) is None:
+            self.notify(f"{which.replace('_', ' ')}: {name}", timeout=3)
+            if self.engine is not None:
+                self.start_session()
+
+    def export_transcript(self) -> None:
+        """Write the current (or last) session's transcript as Markdown."""
+        self.run_background(self._export(), name="export transcript")
+
+    async def _export(self) -> None:
+        from voicetui import paths
+        from voicetui.engine.transcript import TranscriptStore
+
+        session_id = self.session_id
+        if session_id is None:
+            self.notify("no conversation to export yet", severity="warning")
+            return
+        store = TranscriptStore()
+        markdown = await asyncio.to_thread(store.export_markdown, session_id)
+        out = paths.data_dir() / "exports" / f"{session_id}.md"
+        await asyncio.to_thread(_write_private, out, markdown)
+        self.notify(f"transcript saved to {out}", title="Exported", timeout=8)
+
+    def switch_provider(self, spec_key: str) -> None:
+        """Make ``spec_key`` the active provider, save it, and restart the session."""
+        if self.save_config(provider=spec_key) is not None:
+            return
+        self.notify(f"provider: {spec_key}", timeout=3)
+        self.start_session(spec_key)
+
+    def update_provider_settings(self, spec_key: str, changes: Mapping[str, Any]) -> bool:
+        """Save provider fields (voice, turn mode…) and restart the session if it is live."""
+        if self.save_config(providers={spec_key: dict(changes)}) is not None:
+            return False
+        if self.engine is not None and spec_key == self.config.provider:
+            self.start_session(spec_key)
+        return True
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for the user (its message, else its type)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
 
 
 def run(config_path: Path | None) -> int:
     """Launch the full-screen console; returns the process exit code."""
-    app = VoiceTuiApp(config_path)
-    result = app.run()
+    from voicetui.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"voicetui: {exc}", file=sys.stderr)
+        return 2
+    from voicetui.stderr_guard import stderr_to_log
+
+    # Native audio libraries write to fd 2; inside the guard that goes to the log file. The
+    # App is created inside the guard so its driver renders to the real terminal.
+    with stderr_to_log():
+        app = VoiceTuiApp(config_path, config=config)
+        result = app.run()
     return int(result or app.return_code or 0)

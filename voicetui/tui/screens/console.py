@@ -1,16 +1,253 @@
-"""The console: transcript, live status and the talk keys."""
+"""The console: transcript, always-visible status, and the talk keys."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.timer import Timer
+from textual.widgets import Footer, Header
+
+from voicetui.engine.events import (
+    ErrorEvent,
+    Reconnected,
+    Reconnecting,
+    SessionEnded,
+    SessionStarted,
+    SessionWarning,
+    State,
+    StateChanged,
+    TurnLatency,
+    Usage,
+)
+from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
+from voicetui.tui.widgets.meters import LevelMeter
+from voicetui.tui.widgets.status import (
+    HealthLine,
+    SessionLine,
+    SessionTimer,
+    StateBadge,
+    UsageLine,
+)
+from voicetui.tui.widgets.transcript import TranscriptView
+from voicetui.tui.widgets.waterfall import LatencyWaterfall
+
+if TYPE_CHECKING:
+    from voicetui.tui.app import VoiceTuiApp
+
+METER_HZ = 12.0
 
 
 class ConsoleScreen(Screen[None]):
     """Main screen of the app."""
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "talk", "Talk", key_display="Space"),
+        Binding("i,escape", "interrupt", "Interrupt"),
+        Binding("m", "mute", "Mute"),
+        Binding("n", "new_conversation", "New"),
+        Binding("s", "settings", "Settings"),
+        Binding("k", "keys", "Keys"),
+        Binding("h", "health", "Health"),
+        Binding("t", "theme", "Theme"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._poll_timer: Timer | None = None
+        self._max_s = 0.0
+        self._last_second = -1
+
+    @property
+    def vapp(self) -> VoiceTuiApp:
+        """The app, typed."""
+        from voicetui.tui.app import VoiceTuiApp
+
+        assert isinstance(self.app, VoiceTuiApp)
+        return self.app
+
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
-        yield Static("voicetui — starting…", id="transcript")
+        yield TranscriptView(id="transcript")
+        with Horizontal(id="status"):
+            with Vertical(id="status-left"):
+                with Horizontal(classes="status-row"):
+                    yield StateBadge(id="state")
+                    yield SessionLine("no session", id="session-line")
+                    yield SessionTimer("session 00:00 / —", id="timer")
+                with Horizontal(classes="status-row"):
+                    yield LevelMeter("mic", id="mic-meter")
+                    yield LevelMeter("spk", id="spk-meter")
+                with Horizontal(classes="status-row"):
+                    yield UsageLine("today —", id="usage")
+                    yield HealthLine("health checking…", id="health-line")
+            yield LatencyWaterfall(id="waterfall")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.transcript.add_notice("welcome to voicetui — Space talks, Ctrl+P opens the palette")
+        if not self.vapp.frozen:
+            # Meters and timer poll the engine's cheap properties; idle costs ~nothing
+            # because values are rounded and unchanged ones do not repaint.
+            self._poll_timer = self.set_interval(1 / METER_HZ, self._poll)
+
+    @property
+    def transcript(self) -> TranscriptView:
+        """The transcript widget."""
+        return self.query_one(TranscriptView)
+
+    # --- live status -----------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        engine = self.vapp.engine
+        mic = self.query_one("#mic-meter", LevelMeter)
+        spk = self.query_one("#spk-meter", LevelMeter)
+        if engine is None:
+            mic.set_level(-120.0)
+            spk.set_level(-120.0)
+            return
+        mic.muted = engine.muted
+        mic.set_level(engine.input_level_dbfs)
+        spk.set_level(engine.output_level_dbfs)
+        second = int(engine.elapsed_s)
+        if second != self._last_second:
+            self._last_second = second
+            self.query_one(SessionTimer).show(engine.elapsed_s, engine.max_duration_s)
+
+    def session_starting(self, provider_key: str) -> None:
+        """The app is building a session for ``provider_key``."""
+        self.query_one(StateBadge).set_state(State.CONNECTING)
+        self.query_one(SessionLine).update(f"{provider_key} · connecting…")
+        self._refresh_usage(provider_key)
+
+    def _refresh_usage(self, provider_key: str) -> None:
+        try:
+            from voicetui.engine.usage import UsageStore
+
+            totals = UsageStore().today(provider_key)
+        except Exception:  # usage is a nicety; a broken file must not hurt the console
+            return
+        self.query_one(UsageLine).show(
+            totals.input_tokens, totals.output_tokens, totals.audio_seconds, totals.requests
+        )
+
+    @on(EngineEvent)
+    def _on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, StateChanged):
+            self.query_one(StateBadge).set_state(event.state)
+        elif isinstance(event, SessionStarted):
+            self._max_s = event.max_duration_s
+            self.query_one(SessionLine).show(
+                short_provider(event.provider), event.model, event.voice, event.turn_detection
+            )
+            self.query_one(SessionTimer).show(0.0, event.max_duration_s)
+            self.transcript.add_notice(
+                f"session started with {short_provider(event.provider)} ({event.model}); "
+                + (
+                    "press Space to talk, Space again to send"
+                    if event.turn_detection == "push_to_talk"
+                    else "just talk — the server detects your turns"
+                )
+            )
+        elif isinstance(event, TurnLatency):
+            self.query_one(LatencyWaterfall).latency = event
+        elif isinstance(event, Usage):
+            self._refresh_usage(event.provider)
+        elif isinstance(event, Reconnecting):
+            self.query_one(StateBadge).set_state(State.RECONNECTING, f"try {event.attempt}")
+            self.transcript.add_notice(f"connection lost ({event.reason}); reconnecting…")
+        elif isinstance(event, Reconnected):
+            self.transcript.add_notice("reconnected")
+        elif isinstance(event, ErrorEvent):
+            self.transcript.add_notice(event.message, error=True)
+            self.app.notify(
+                event.message,
+                title=event.code.replace("_", " "),
+                severity="error" if event.fatal else "warning",
+                timeout=10,
+            )
+        elif isinstance(event, SessionWarning):
+            self.app.notify(event.message, severity="warning", timeout=8)
+        elif isinstance(event, SessionEnded):
+            self.transcript.add_notice(f"session ended: {event.reason} — press n for a new one")
+        else:
+            self.transcript.apply(event)
+
+    @on(SessionStopped)
+    def _on_session_stopped(self, message: SessionStopped) -> None:
+        badge = self.query_one(StateBadge)
+        if message.error:
+            badge.set_state(State.ERROR)
+            self.transcript.add_notice(message.reason, error=True)
+            self.app.notify(
+                message.reason, title="Session not started", severity="error", timeout=12
+            )
+        elif badge.state is not State.ERROR:
+            badge.set_state(State.ENDED)
+        self.query_one("#mic-meter", LevelMeter).set_level(-120.0)
+        self.query_one("#spk-meter", LevelMeter).set_level(-120.0)
+
+    @on(HealthUpdated)
+    def _on_health(self, message: HealthUpdated) -> None:
+        self.query_one(HealthLine).show(self.vapp.health.values())
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def _engine_or_hint(self) -> bool:
+        if self.vapp.engine is not None:
+            return True
+        hint = self.vapp.session_error or "no live session"
+        self.app.notify(f"{hint} — press n to start a session", severity="warning", timeout=5)
+        return False
+
+    def action_talk(self) -> None:
+        """Space: start talking, Space again: stop and send (no key-release in terminals)."""
+        engine = self.vapp.engine
+        if engine is not None or self._engine_or_hint():
+            assert engine is not None
+            self.vapp.engine_command("talk", engine.toggle_talk)
+
+    def action_interrupt(self) -> None:
+        """Cut the assistant's reply short."""
+        engine = self.vapp.engine
+        if engine is not None:
+            self.vapp.engine_command("interrupt", engine.interrupt)
+
+    def action_mute(self) -> None:
+        """Mute or unmute the microphone."""
+        engine = self.vapp.engine
+        if engine is None:
+            self._engine_or_hint()
+            return
+        engine.set_muted(not engine.muted)
+        self.query_one("#mic-meter", LevelMeter).muted = engine.muted
+        self.app.notify("microphone muted" if engine.muted else "microphone on", timeout=2)
+
+    def action_new_conversation(self) -> None:
+        """End the session and start a fresh one with an empty transcript."""
+        self.transcript.clear()
+        self.query_one(LatencyWaterfall).latency = None
+        self.vapp.start_session()
+
+    def action_settings(self) -> None:
+        self.vapp.open_settings()
+
+    def action_keys(self) -> None:
+        self.vapp.open_keys()
+
+    def action_health(self) -> None:
+        self.vapp.open_health()
+
+    def action_theme(self) -> None:
+        self.vapp.open_theme_picker()
+
+
+def short_provider(spec_key: str) -> str:
+    """``ai-voice-conv.openai`` -> ``openai``."""
+    return spec_key.rsplit(".", 1)[-1]

@@ -1,0 +1,107 @@
+"""Health screen: every provider's check with status, latency and detail."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from voicetui.tui.messages import HealthUpdated
+
+if TYPE_CHECKING:
+    from voicetui.tui.app import VoiceTuiApp
+
+WHAT_TO_DO = {
+    "ok": "",
+    "no_key": "press k to add a key",
+    "unauthorized": "the key was rejected: press k to set or rotate it",
+    "rate_limited": "wait a moment, or check your plan's limits",
+    "unreachable": "check the network or the provider's baseUrl in settings",
+    "timeout": "the provider is slow to answer: try again (r)",
+    "error": "see the detail; try again (r)",
+}
+
+
+class HealthScreen(Screen[None]):
+    """Provider health: checked at start-up in the background, re-run with ``r``."""
+
+    CSS_PATH = "health.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("r", "rerun", "Re-run checks"),
+        Binding("k", "keys", "Keys"),
+    ]
+
+    @property
+    def vapp(self) -> VoiceTuiApp:
+        from voicetui.tui.app import VoiceTuiApp
+
+        assert isinstance(self.app, VoiceTuiApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("Provider health", classes="screen-title")
+        yield Static(
+            "One cheap authenticated call per provider (timeout from its spec).",
+            classes="hint",
+        )
+        yield DataTable(id="health-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="health-state", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from voicetui.specs.registry import registry
+
+        table = self.query_one(DataTable)
+        table.add_column("provider", key="provider", width=34)
+        table.add_column("status", key="status", width=14)
+        table.add_column("latency", key="latency", width=10)
+        table.add_column("detail / what to do", key="detail")
+        for spec in registry().all():
+            table.add_row(spec.meta.title, "…", "", "not checked yet", key=spec.meta.key)
+        self._fill()
+        if not self.vapp.health:
+            self.action_rerun()
+
+    def _fill(self) -> None:
+        table = self.query_one(DataTable)
+        variables = self.app.theme_variables
+        for key, result in self.vapp.health.items():
+            status = str(result.status)
+            # the word carries the meaning; the theme's success/error colour is a hint only
+            colour = variables.get("success" if status == "ok" else "error", "")
+            style = f"bold {colour}".strip()
+            latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else "—"
+            todo = WHAT_TO_DO.get(status, "")
+            detail = result.detail + (f" — {todo}" if todo else "")
+            try:
+                table.update_cell(key, "status", Text(status.replace("_", " "), style=style))
+                table.update_cell(key, "latency", latency)
+                table.update_cell(key, "detail", detail)
+            except Exception:  # a provider not in the registry: ignore
+                continue
+
+    def action_rerun(self) -> None:
+        """Check every provider again."""
+        self.query_one("#health-state", Static).update("checking…")
+        self.vapp.run_health_checks()
+
+    @on(HealthUpdated)
+    def _on_health(self, message: HealthUpdated) -> None:
+        self._fill()
+        bad = [r.provider for r in self.vapp.health.values() if str(r.status) != "ok"]
+        self.query_one("#health-state", Static).update(
+            "all providers ok" if not bad else f"{len(bad)} provider(s) need attention"
+        )
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_keys(self) -> None:
+        self.vapp.open_keys()

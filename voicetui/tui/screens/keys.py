@@ -1,0 +1,222 @@
+"""Keys screen: per provider, where the key comes from, and set / rotate / test / delete.
+
+Every keyring or network call runs in a worker: D-Bus and health checks can take seconds.
+Rotation stores the new key, health-checks it with the keyring value (the environment is
+ignored for that check), and puts the previous key back when the check fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from voicetui.tui.messages import HealthUpdated
+from voicetui.tui.widgets.key_panel import KeyPanel
+
+if TYPE_CHECKING:
+    from voicetui.health import HealthResult
+    from voicetui.tui.app import VoiceTuiApp
+
+
+class KeysScreen(Screen[None]):
+    """Bring-your-own-key management."""
+
+    CSS_PATH = "keys.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+r", "refresh", "Refresh"),
+    ]
+
+    def __init__(self, *, first_run: bool = False, focus_provider: str | None = None) -> None:
+        super().__init__()
+        self.first_run = first_run
+        self.focus_provider = focus_provider
+
+    @property
+    def vapp(self) -> VoiceTuiApp:
+        from voicetui.tui.app import VoiceTuiApp
+
+        assert isinstance(self.app, VoiceTuiApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        from voicetui.specs.registry import registry
+
+        reg = registry()
+        yield Header(show_clock=False)
+        yield Static("API keys", classes="screen-title")
+        if self.first_run:
+            active = self.focus_provider or self.vapp.config.provider
+            title = reg.get(active).meta.title
+            yield Static(
+                f"Welcome! There is no API key for {title} yet. Paste one below and press "
+                "Enter (or Set): it is stored in your OS keyring, never in a file. "
+                "The console opens as soon as the key is saved.",
+                classes="banner",
+                id="first-run",
+            )
+        with VerticalScroll(id="key-panels"):
+            for spec in reg.all():
+                key = spec.meta.key
+                yield KeyPanel(
+                    key,
+                    spec.meta.title,
+                    env_var=reg.api_key_env(key),
+                    setup_instructions=spec.byok_setup.setup_instructions,
+                    docs_url=spec.docs_url,
+                    input_id=f"key-{key.rsplit('.', 1)[-1]}",
+                )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.vapp.frozen:
+            for field in self.query("Input"):
+                field.cursor_blink = False  # type: ignore[attr-defined]
+        target = self.panel_for(self.focus_provider) if self.focus_provider else None
+        if target is not None:
+            target.query_one("Input").focus()
+            target.scroll_visible(animate=False)
+        self.action_refresh()
+
+    def panel_for(self, spec_key: str | None) -> KeyPanel | None:
+        """The panel of ``spec_key`` (None if unknown)."""
+        for panel in self.query(KeyPanel):
+            if panel.spec_key == spec_key:
+                return panel
+        return None
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_refresh(self) -> None:
+        """Re-read every provider's key source."""
+        self.run_worker(
+            self._refresh_all(), group="keys-refresh", exclusive=True, exit_on_error=False
+        )
+
+    async def _refresh_all(self) -> None:
+        for panel in self.query(KeyPanel):
+            await self._refresh(panel)
+
+    async def _refresh(self, panel: KeyPanel) -> str:
+        from voicetui.keys import KeyringUnavailable
+
+        try:
+            resolved = await asyncio.to_thread(self.vapp.keys.get, panel.spec_key)
+        except KeyringUnavailable as exc:
+            panel.show_source("none", "")
+            panel.show_result(str(exc), ok=False)
+            return "none"
+        panel.show_source(str(resolved.source), resolved.masked)
+        return str(resolved.source)
+
+    @on(KeyPanel.Action)
+    def _on_action(self, message: KeyPanel.Action) -> None:
+        work = {
+            "set": self._set,
+            "rotate": self._rotate,
+            "test": self._test,
+            "delete": self._delete,
+        }[message.action]
+        self.run_worker(
+            work(message.panel, message.value),
+            name=f"key {message.action}",
+            group=f"key-{message.spec_key}",
+            exit_on_error=False,
+        )
+
+    async def _set(self, panel: KeyPanel, value: str) -> None:
+        from voicetui.keys import InvalidKey, KeyringUnavailable
+
+        try:
+            await asyncio.to_thread(self.vapp.keys.set, panel.spec_key, value)
+        except (InvalidKey, KeyringUnavailable) as exc:
+            panel.show_result(str(exc), ok=False)
+            return
+        source = await self._refresh(panel)
+        note = ""
+        if source == "environment":
+            note = f" ({panel.env_var} is set and still takes precedence)"
+        panel.show_result(f"saved to the OS keyring{note}", ok=True)
+        self.app.notify(f"key saved for {panel.title}", timeout=3)
+        if self.first_run and panel.spec_key == self.vapp.config.provider:
+            self.dismiss(None)
+            self.vapp.start_session()
+
+    async def _check_stored(self, spec_key: str) -> HealthResult:
+        """Health-check the keyring's key, ignoring an environment override."""
+        from voicetui.health import check
+        from voicetui.keys import KeyStore
+
+        keyring_only = KeyStore(service=self.vapp.keys.service, environ={})
+        return await check(spec_key, self.vapp.config, keyring_only)
+
+    async def _rotate(self, panel: KeyPanel, value: str) -> None:
+        from voicetui.keys import InvalidKey, KeyringUnavailable
+
+        keys = self.vapp.keys
+        try:
+            keys.validate(panel.spec_key, value)
+            previous = await asyncio.to_thread(keys.get_stored, panel.spec_key)
+            await asyncio.to_thread(keys.set, panel.spec_key, value)
+        except (InvalidKey, KeyringUnavailable) as exc:
+            panel.show_result(str(exc), ok=False)
+            return
+        panel.show_result("new key stored; checking it with the provider…", ok=True)
+        result = await self._check_stored(panel.spec_key)
+        self._publish_health(result)
+        if str(result.status) == "ok":
+            await self._refresh(panel)
+            panel.show_result(f"rotated: the new key works ({result.latency_ms:.0f} ms)", ok=True)
+            return
+        try:
+            if previous:
+                await asyncio.to_thread(keys.set, panel.spec_key, previous)
+            else:
+                await asyncio.to_thread(keys.delete, panel.spec_key)
+        except (InvalidKey, KeyringUnavailable) as exc:
+            panel.show_result(
+                f"new key failed and the old one could not be restored: {exc}", ok=False
+            )
+            return
+        await self._refresh(panel)
+        panel.show_result(
+            f"not rotated: the new key failed ({result.status}: {result.detail}); "
+            "the previous key was put back",
+            ok=False,
+        )
+
+    async def _test(self, panel: KeyPanel, _value: str) -> None:
+        from voicetui.health import check
+
+        panel.show_result("testing…", ok=True)
+        result = await check(panel.spec_key, self.vapp.config, self.vapp.keys)
+        self._publish_health(result)
+        ok = str(result.status) == "ok"
+        latency = f" in {result.latency_ms:.0f} ms" if result.latency_ms is not None else ""
+        panel.show_result(f"{result.status}{latency}: {result.detail}", ok=ok)
+
+    async def _delete(self, panel: KeyPanel, _value: str) -> None:
+        from voicetui.keys import KeyringUnavailable
+
+        try:
+            removed = await asyncio.to_thread(self.vapp.keys.delete, panel.spec_key)
+        except KeyringUnavailable as exc:
+            panel.show_result(str(exc), ok=False)
+            return
+        source = await self._refresh(panel)
+        text = "deleted from the OS keyring" if removed else "there was no key in the keyring"
+        if source == "environment":
+            text += f"; {panel.env_var} still provides one"
+        panel.show_result(text, ok=removed)
+
+    def _publish_health(self, result: HealthResult) -> None:
+        self.vapp.health[result.provider] = result
+        self.vapp.console_screen.post_message(HealthUpdated([result]))

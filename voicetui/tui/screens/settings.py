@@ -1,0 +1,353 @@
+"""Settings screen: provider, model, voice, turn mode, session limit, devices, duplex policy.
+
+Choices come from the spec registry (providers, the turn-detection enum), the provider's
+voice list (when reachable) and the audio device list. Saving goes through
+``voicetui.config.update_config``, whose one-line validation message (from the spec's
+schema) is shown when a value is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+
+from voicetui.audio.ports import DuplexPolicy
+from voicetui.tui.widgets.meters import LevelMeter
+
+if TYPE_CHECKING:
+    from voicetui.tui.app import VoiceTuiApp
+
+DEFAULT_DEVICE = "(system default)"
+TONE_HZ = 440.0
+TONE_S = 0.6
+
+
+def tone_pcm(rate: int = 24_000) -> np.ndarray[Any, np.dtype[np.int16]]:
+    """A short 440 Hz test tone with 20 ms fades (no clicks), int16 mono."""
+    t = np.arange(int(rate * TONE_S)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * TONE_HZ * t)
+    fade = int(rate * 0.02)
+    ramp = np.linspace(0.0, 1.0, fade)
+    wave[:fade] *= ramp
+    wave[-fade:] *= ramp[::-1]
+    pcm: np.ndarray[Any, np.dtype[np.int16]] = (wave * 32767).astype(np.int16)
+    return pcm
+
+
+class SettingsScreen(Screen[None]):
+    """Edit and save the TOML config."""
+
+    CSS_PATH = "settings.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loading = False
+
+    @property
+    def vapp(self) -> VoiceTuiApp:
+        from voicetui.tui.app import VoiceTuiApp
+
+        assert isinstance(self.app, VoiceTuiApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        from voicetui.specs.registry import registry
+
+        cfg = self.vapp.config
+        providers = [(f"{s.meta.title} ({s.meta.key})", s.meta.key) for s in registry().all()]
+        yield Header(show_clock=False)
+        yield Static("Settings", classes="screen-title")
+        yield Static(f"saved to {cfg.path}", classes="hint", id="config-path")
+        with VerticalScroll(id="settings-form"):
+            with Horizontal(classes="field"):
+                yield Label("Provider", classes="field-label")
+                yield Select(providers, value=cfg.provider, allow_blank=False, id="provider")
+            with Horizontal(classes="field"):
+                yield Label("Model", classes="field-label")
+                yield Input(id="model")
+            with Horizontal(classes="field"):
+                yield Label("Voice", classes="field-label")
+                yield Select[str]([], id="voice", allow_blank=True, prompt="loading voices…")
+            with Horizontal(classes="field"):
+                yield Label("Turn mode", classes="field-label")
+                yield Select(turn_modes(cfg.provider), id="turn-mode", allow_blank=False)
+            with Horizontal(classes="field"):
+                yield Label("Max session (s)", classes="field-label")
+                yield Input(id="max-duration", type="number")
+            with Horizontal(classes="field"):
+                yield Label("Microphone", classes="field-label")
+                yield Select([(DEFAULT_DEVICE, "")], id="input-device", allow_blank=False)
+                yield Button("Test mic", id="test-mic")
+            yield LevelMeter("mic", id="settings-mic-meter")
+            with Horizontal(classes="field"):
+                yield Label("Speaker", classes="field-label")
+                yield Select([(DEFAULT_DEVICE, "")], id="output-device", allow_blank=False)
+                yield Button("Test tone", id="test-tone")
+            with Horizontal(classes="field"):
+                yield Label("Duplex policy", classes="field-label")
+                yield Select(
+                    [
+                        (
+                            "gated — barge-in must beat the echo (speakers)",
+                            DuplexPolicy.GATED.value,
+                        ),
+                        ("half — mic closed while the assistant talks", DuplexPolicy.HALF.value),
+                        ("full — headphones or hardware echo cancel", DuplexPolicy.FULL.value),
+                    ],
+                    value=DuplexPolicy(cfg.audio.duplex).value,
+                    allow_blank=False,
+                    id="duplex",
+                )
+            yield Static("", id="settings-error", classes="error-line")
+            with Horizontal(id="settings-buttons"):
+                yield Button("Save", id="save", variant="primary")
+                yield Button("Cancel", id="cancel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.vapp.frozen:
+            for field in self.query(Input):
+                field.cursor_blink = False
+        self._load_provider(self.vapp.config.provider)
+        self._fill_devices()
+        if not self.vapp.frozen:
+            self.run_worker(self._scan_devices(), group="devices", exit_on_error=False)
+
+    # --- filling the form ------------------------------------------------------------------
+
+    def _load_provider(self, spec_key: str) -> None:
+        from voicetui.specs.registry import registry
+
+        spec = registry().get(spec_key)
+        opts = self.vapp.config.provider_options(spec_key)
+        self.query_one("#model", Input).value = str(opts.get("model", ""))
+        self.query_one("#max-duration", Input).value = _number(
+            opts.get("maxSessionDurationSeconds")
+        )
+        options = turn_modes(spec_key)
+        turn = self.query_one("#turn-mode", Select)
+        turn.set_options(options)
+        if opts.get("turnDetection") in {value for _, value in options}:
+            turn.value = opts["turnDetection"]
+        current = str(opts.get("defaultVoice", ""))
+        example = str(spec.config_schema.example.get("defaultVoice", ""))
+        self._set_voices(
+            spec_key,
+            [(current, current)] + ([(example, example)] if example != current else []),
+            current,
+        )
+        if not self.vapp.frozen:
+            self.run_worker(
+                self._load_voices(spec_key), group="voices", exclusive=True, exit_on_error=False
+            )
+
+    def _set_voices(self, spec_key: str, options: list[tuple[str, str]], value: str) -> None:
+        voice = self.query_one("#voice", Select)
+        seen: dict[str, str] = {}
+        for label, vid in options:
+            if vid and vid not in seen:
+                seen[vid] = label
+        voice.set_options([(label, vid) for vid, label in seen.items()])
+        if value in seen:
+            voice.value = value
+
+    async def _load_voices(self, spec_key: str) -> None:
+        voices = await self.vapp.fetch_voices(spec_key)
+        if self.query_one("#provider", Select).value != spec_key:
+            return
+        current = self.query_one("#voice", Select).value
+        keep = current if isinstance(current, str) else ""
+        options = [(keep, keep)] if keep else []
+        options += [(f"{v.name} ({v.id})" if v.name != v.id else v.id, v.id) for v in voices]
+        self._set_voices(spec_key, options, keep)
+
+    def _fill_devices(self) -> None:
+        audio = self.vapp.config.audio
+        inputs = [d.name for d in self.vapp.devices if d.is_input]
+        outputs = [d.name for d in self.vapp.devices if d.is_output]
+        for select_id, names, current in (
+            ("#input-device", inputs, audio.input_device),
+            ("#output-device", outputs, audio.output_device),
+        ):
+            select = self.query_one(select_id, Select)
+            options = [(DEFAULT_DEVICE, "")]
+            if current and current not in names:
+                options.append((f"{current} (not found)", current))
+            options += [(name, name) for name in names]
+            select.set_options(options)
+            select.value = current or ""
+
+    async def _scan_devices(self) -> None:
+        await self.vapp.refresh_devices()
+        self._fill_devices()
+
+    @on(Select.Changed, "#provider")
+    def _provider_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self._load_provider(event.value)
+
+    # --- device tests ----------------------------------------------------------------------
+
+    def _device(self, select_id: str) -> str | None:
+        value = self.query_one(select_id, Select).value
+        return value if isinstance(value, str) and value else None
+
+    @on(Button.Pressed, "#test-mic")
+    def _toggle_mic(self) -> None:
+        button = self.query_one("#test-mic", Button)
+        running = [w for w in self.workers if w.group == "mic-test" and w.is_running]
+        if running:
+            for worker in running:
+                worker.cancel()
+            button.label = "Test mic"
+            self.query_one("#settings-mic-meter", LevelMeter).set_level(-120)
+            return
+        button.label = "Stop mic"
+        self.run_worker(
+            self._mic_test(self._device("#input-device")),
+            group="mic-test",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    async def _mic_test(self, device: str | None) -> None:
+        from voicetui.audio.errors import AudioError
+        from voicetui.audio.factory import AudioOptions, open_audio
+
+        meter = self.query_one("#settings-mic-meter", LevelMeter)
+        rig = open_audio(AudioOptions(input_device=device))
+        try:
+            await rig.input.start()
+        except AudioError as exc:
+            self._error(str(exc))
+            self.query_one("#test-mic", Button).label = "Test mic"
+            return
+        try:
+            async for frame in rig.input.frames():
+                meter.set_level(frame.rms_dbfs)
+        finally:
+            await rig.input.stop()
+
+    @on(Button.Pressed, "#test-tone")
+    def _tone(self) -> None:
+        self.run_worker(
+            self._play_tone(self._device("#output-device")),
+            group="tone",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    async def _play_tone(self, device: str | None) -> None:
+        from voicetui.audio.errors import AudioError
+        from voicetui.audio.factory import AudioOptions, open_audio
+
+        rig = open_audio(AudioOptions(output_device=device))
+        try:
+            await rig.output.start()
+        except AudioError as exc:
+            self._error(str(exc))
+            return
+        try:
+            rig.output.enqueue("test-tone", tone_pcm())
+            await asyncio.wait_for(rig.output.wait_idle(), timeout=TONE_S + 3)
+            self.app.notify(
+                f"played a {TONE_HZ:.0f} Hz tone on {device or 'the default speaker'}", timeout=3
+            )
+        finally:
+            await rig.output.stop()
+
+    # --- saving ----------------------------------------------------------------------------
+
+    def _error(self, text: str) -> None:
+        self.query_one("#settings-error", Static).update(text)
+
+    def _changes(self) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+        provider = self.query_one("#provider", Select).value
+        if not isinstance(provider, str):
+            self._error("choose a provider")
+            return None
+        fields: dict[str, Any] = {}
+        model = self.query_one("#model", Input).value.strip()
+        if model:
+            fields["model"] = model
+        voice = self.query_one("#voice", Select).value
+        if isinstance(voice, str) and voice:
+            fields["defaultVoice"] = voice
+        turn = self.query_one("#turn-mode", Select).value
+        if isinstance(turn, str):
+            fields["turnDetection"] = turn
+        raw = self.query_one("#max-duration", Input).value.strip()
+        if raw:
+            try:
+                number = float(raw)
+            except ValueError:
+                self._error(f"max session duration: {raw!r} is not a number of seconds")
+                return None
+            fields["maxSessionDurationSeconds"] = int(number) if number.is_integer() else number
+        duplex = self.query_one("#duplex", Select).value
+        audio: dict[str, Any] = {
+            "input_device": self._device("#input-device"),
+            "output_device": self._device("#output-device"),
+            "duplex": duplex if isinstance(duplex, str) else None,
+        }
+        return provider, fields, audio
+
+    def action_save(self) -> None:
+        """Validate and write the config; restart a live session to apply it."""
+        changes = self._changes()
+        if changes is None:
+            return
+        provider, fields, audio = changes
+        before = self.vapp.config
+        error = self.vapp.save_config(provider=provider, providers={provider: fields}, audio=audio)
+        if error is not None:
+            self._error(error)
+            return
+        self._error("")
+        self.app.notify("settings saved", timeout=3)
+        after = self.vapp.config
+        if self.vapp.engine is not None and (
+            after.provider != before.provider
+            or after.provider_options(after.provider) != before.provider_options(after.provider)
+            or after.audio != before.audio
+        ):
+            self.vapp.start_session()
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_back()
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+def turn_modes(spec_key: str) -> list[tuple[str, str]]:
+    """The spec's turnDetection enum as Select options."""
+    from voicetui.specs.registry import registry
+
+    schema = registry().get(spec_key).config_schema.schema
+    modes = schema.get("properties", {}).get("turnDetection", {}).get("enum", [])
+    return [(str(m).replace("_", "-"), str(m)) for m in modes]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)

@@ -1,0 +1,75 @@
+"""Theme picker: moving the highlight previews a theme live; Enter keeps it, Esc reverts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+if TYPE_CHECKING:
+    from voicetui.tui.app import VoiceTuiApp
+
+
+class ThemePickerScreen(ModalScreen[str | None]):
+    """Pick a theme with live preview; the choice is saved to the config."""
+
+    CSS_PATH = "theme_picker.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.original = ""
+
+    @property
+    def vapp(self) -> VoiceTuiApp:
+        from voicetui.tui.app import VoiceTuiApp
+
+        assert isinstance(self.app, VoiceTuiApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        ours = [t.name for t in self.vapp.theme_load.themes]
+        builtin = sorted(n for n in self.app.available_themes if n not in ours)
+        options: list[Option] = []
+        for name in ours:
+            source = self.vapp.theme_load.sources.get(name)
+            where = "user" if source and "config" in str(source) else "voicetui"
+            options.append(Option(f"{name}  ({where})", id=name))
+        options += [Option(name, id=name) for name in builtin]
+        with Vertical(id="theme-dialog"):
+            yield Static("Theme", classes="screen-title")
+            yield Static("↑/↓ preview · Enter keep · Esc revert", classes="hint")
+            yield OptionList(*options, id="theme-list")
+
+    def on_mount(self) -> None:
+        self.original = self.app.theme
+        options = self.query_one(OptionList)
+        try:
+            options.highlighted = options.get_option_index(self.original)
+        except Exception:
+            options.highlighted = 0
+        options.focus()
+
+    @on(OptionList.OptionHighlighted)
+    def _preview(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id and event.option.id != self.app.theme:
+            self.app.theme = event.option.id
+
+    @on(OptionList.OptionSelected)
+    def _choose(self, event: OptionList.OptionSelected) -> None:
+        name = event.option.id
+        if name:
+            self.vapp.set_theme_and_save(name)
+            self.app.notify(f"theme: {name}", timeout=3)
+        self.dismiss(name)
+
+    def action_cancel(self) -> None:
+        """Put the original theme back."""
+        self.app.theme = self.original
+        self.dismiss(None)
