@@ -215,11 +215,16 @@ async def check(
 
 
 async def check_all(
-    config: AppConfig, keys: KeyStore | None = None, spec_keys: Sequence[str] | None = None
+    config: AppConfig,
+    keys: KeyStore | None = None,
+    spec_keys: Sequence[str] | None = None,
+    *,
+    timeout_ms: int | None = None,
 ) -> list[HealthResult]:
     """Check several providers (default: every spec) concurrently, in key order."""
     names = list(spec_keys) if spec_keys else registry().keys()
-    return list(await asyncio.gather(*(check(name, config, keys) for name in names)))
+    checks = (check(name, config, keys, timeout_ms=timeout_ms) for name in names)
+    return list(await asyncio.gather(*checks))
 
 
 def check_sync(
@@ -235,7 +240,11 @@ def check_sync(
 
 
 def check_all_sync(
-    config: AppConfig, keys: KeyStore | None = None, spec_keys: Sequence[str] | None = None
+    config: AppConfig,
+    keys: KeyStore | None = None,
+    spec_keys: Sequence[str] | None = None,
+    *,
+    timeout_ms: int | None = None,
 ) -> list[HealthResult]:
     """:func:`check_all` for synchronous callers."""
-    return asyncio.run(check_all(config, keys, spec_keys))
+    return asyncio.run(check_all(config, keys, spec_keys, timeout_ms=timeout_ms))

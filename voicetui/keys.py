@@ -30,6 +30,18 @@ KeySource = Literal["keyring", "environment", "none"]
 class KeyringUnavailable(RuntimeError):
     """No usable OS keyring. ``str()`` is one line saying what to do."""
 
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def unavailable_message(detail: str, env_vars: str) -> str:
+    """The one line shown when no secure keyring is usable."""
+    return (
+        f"the OS keyring is not usable ({detail}); start and unlock a Secret Service "
+        f"(e.g. gnome-keyring), or set {env_vars} in the environment instead"
+    )
+
 
 class InvalidKey(ValueError):
     """A key that fails the spec's secretSchema. The message never contains the key."""
@@ -64,10 +76,7 @@ def _unavailable(err: BaseException | None, env_var: str) -> KeyringUnavailable:
         detail = type(err).__name__ + (f": {first[:80]}" if first else "")
     else:
         detail = "no secure backend"
-    return KeyringUnavailable(
-        f"the OS keyring is not usable ({detail}); start and unlock a Secret Service "
-        f"(e.g. gnome-keyring), or set {env_var} in the environment instead"
-    )
+    return KeyringUnavailable(unavailable_message(detail, env_var), detail)
 
 
 def _is_insecure(backend: Any) -> bool:
