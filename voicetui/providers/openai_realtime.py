@@ -1,0 +1,879 @@
+"""OpenAI Realtime (spec ``ai-voice-conv.openai``) over the official SDK's WebSocket.
+
+``AsyncOpenAI(base_url=baseUrl + "/v1").realtime.connect(model=...)``, GA event names,
+dispatch on ``event.type`` (the SDK parses unknown types into the wrong class, so never
+``isinstance``). What this module adds on top of the wire:
+
+* **session.update** from the settings: model, voice, instructions, ``server_vad`` with the
+  configured threshold/padding/silence (or ``null`` for push-to-talk), input transcription
+  (``gpt-4o-transcribe-diarize`` gives speaker-labelled segments).
+* **Audio**: mic frames go out as base64 PCM16 24 kHz; ``response.output_audio.delta`` is
+  decoded straight into the playback buffer as it arrives.
+* **Barge-in**: speech while the assistant is audible (and the duplex gate agrees), the
+  talk key, or the interrupt key flush playback at once, ``conversation.item.truncate`` the
+  reply at the milliseconds actually played (clamped to what was received), and mark the
+  line interrupted with the part that was heard. Late deltas of a cancelled response are
+  dropped.
+* **Assistant finals** are emitted when the reply has finished *playing* (or was cut), so
+  the transcript holds what the user heard, once.
+* **Failures**: 401 at the handshake -> ``key_rejected`` (never retried); a dropped socket
+  reconnects with backoff (1 s, 2 s, 4 s, capped), re-sends the session settings, seeds
+  the new server session with the conversation so far as text items, and carries on with
+  the same transcript; malformed frames and unknown events are logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from voicetui.audio.ports import ENGINE_RATE, CaptureFrame
+from voicetui.engine.events import (
+    AssistantAudio,
+    AssistantDone,
+    AssistantTextDelta,
+    AssistantTextFinal,
+    ErrorEvent,
+    Interrupted,
+    Reconnected,
+    Reconnecting,
+    Usage,
+    UserSpeechStarted,
+    UserSpeechStopped,
+    UserTranscript,
+)
+from voicetui.providers.base import (
+    ProviderError,
+    ProviderSettings,
+    SessionContext,
+    Voice,
+)
+
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection
+
+SPEC_KEY = "ai-voice-conv.openai"
+DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+MIN_COMMIT_SAMPLES = ENGINE_RATE // 10  # 100 ms
+SAMPLES_PER_MS = ENGINE_RATE // 1000
+FINALIZE_POLL_S = 0.02
+
+VOICES = ("marin", "cedar", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
+
+# error codes that need no user attention
+_QUIET_ERRORS = {"response_cancel_not_active"}
+
+# server events that need no action (known, so not logged as unknown)
+_IGNORED_EVENTS = {
+    "conversation.created",
+    "conversation.item.added",
+    "conversation.item.done",
+    "conversation.item.created",
+    "conversation.item.deleted",
+    "conversation.item.retrieved",
+    "input_audio_buffer.cleared",
+    "input_audio_buffer.timeout_triggered",
+    "response.content_part.added",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.output_audio.done",
+    "response.output_text.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "output_audio_buffer.started",
+    "output_audio_buffer.stopped",
+    "output_audio_buffer.cleared",
+}
+
+
+@dataclass
+class _Reply:
+    """One assistant message item, from its first event until its line is final."""
+
+    item_id: str
+    response_id: str
+    text: str = ""
+    full_text: str | None = None  # from ...transcript.done
+    received_samples: int = 0
+    generated: bool = False  # response.done seen: nothing more will arrive
+    cancelled: bool = False  # cut by the server, the user or a dropped socket
+    finalized: bool = False
+
+    @property
+    def received_ms(self) -> int:
+        return self.received_samples // SAMPLES_PER_MS
+
+
+def heard_text(text: str, played_ms: int, received_ms: int) -> str:
+    """The part of ``text`` the user heard: its share of the audio, cut back to a word."""
+    if received_ms <= 0 or played_ms <= 0:
+        return ""
+    if played_ms >= received_ms:
+        return text
+    cut = int(len(text) * played_ms / received_ms)
+    if cut < len(text) and not text[cut].isspace():
+        space = text.rfind(" ", 0, cut)
+        cut = space if space >= 0 else 0
+    return text[:cut].rstrip()
+
+
+def speaker_label(raw: Any) -> str | None:
+    """``speaker_1`` style labels; the service's ``A``/``B`` become ``speaker_1``/``speaker_2``."""
+    if raw is None:
+        return None
+    label = str(raw).strip()
+    if re.fullmatch(r"[A-Z]", label):
+        return f"speaker_{ord(label) - ord('A') + 1}"
+    if re.fullmatch(r"\d+", label):
+        return f"speaker_{int(label) + 1}"
+    return label or None
+
+
+def session_config(settings: ProviderSettings) -> dict[str, Any]:
+    """The ``session`` object of ``session.update`` for these settings."""
+    extras = settings.extras
+    turn_detection: dict[str, Any] | None = None
+    if settings.turn_detection == "server_vad":
+        turn_detection = {
+            "type": "server_vad",
+            "threshold": float(extras.get("vadThreshold", 0.5)),
+            "prefix_padding_ms": int(extras.get("prefixPaddingMs", 300)),
+            "silence_duration_ms": int(extras.get("silenceDurationMs", 500)),
+            "create_response": True,
+            "interrupt_response": True,
+        }
+    transcription = {"model": str(extras.get("transcriptionModel", DEFAULT_TRANSCRIPTION_MODEL))}
+    fmt = {"type": "audio/pcm", "rate": ENGINE_RATE}
+    return {
+        "type": "realtime",
+        "model": settings.model,
+        "instructions": settings.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": fmt,
+                "turn_detection": turn_detection,
+                "transcription": transcription,
+            },
+            "output": {"format": fmt, "voice": settings.voice},
+        },
+    }
+
+
+def _handshake_error(exc: BaseException, settings: ProviderSettings) -> ProviderError:
+    """Map a failed WebSocket opening to one clear line."""
+    from websockets.exceptions import InvalidStatus
+
+    where = settings.base_url
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 401:
+            return ProviderError(
+                "OpenAI rejected the API key (HTTP 401): set a valid key with "
+                "`voicetui keys set openai`",
+                code="key_rejected",
+            )
+        if status == 403:
+            return ProviderError(
+                f"OpenAI refused access (HTTP 403): check that the key may use {settings.model}",
+                code="key_rejected",
+            )
+        if status == 429:
+            return ProviderError(
+                "OpenAI is rate limiting this key (HTTP 429); try again shortly",
+                code="rate_limited",
+                retryable=True,
+            )
+        if status >= 500:
+            return ProviderError(
+                f"OpenAI had a server error (HTTP {status}); try again shortly",
+                code="server",
+                retryable=True,
+            )
+        return ProviderError(
+            f"OpenAI refused the connection (HTTP {status}) at {where}", code="protocol"
+        )
+    if isinstance(exc, TimeoutError):
+        return ProviderError(
+            f"OpenAI did not answer in time at {where}", code="network", retryable=True
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ProviderError(
+            f"cannot reach OpenAI at {where}: connection refused", code="network", retryable=True
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return ProviderError(
+            f"cannot reach OpenAI at {where}: {reason}", code="network", retryable=True
+        )
+    return ProviderError(
+        f"could not open the OpenAI session at {where}: {exc}", code="network", retryable=True
+    )
+
+
+class OpenAIRealtimeSession:
+    """One conversation over one (or, after drops, several) Realtime sockets."""
+
+    def __init__(self, ctx: SessionContext, provider: OpenAIRealtimeProvider) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.log = ctx.log
+        self._provider = provider
+        self._conn: AsyncRealtimeConnection | None = None
+        self._closing = False
+        self._expired = False
+        self._event_ids = itertools.count(1)
+        self._diarize = str(self.settings.extras.get("transcriptionModel", "")) == DIARIZE_MODEL
+        self._ptt = self.settings.turn_detection == "push_to_talk"
+        # assistant side
+        self._replies: dict[str, _Reply] = {}
+        self._active_response: str | None = None
+        self._cancelled_responses: set[str] = set()
+        self._need_reply = False  # a user turn was committed and no response started yet
+        # user side
+        self._turn_of_item: dict[str, str] = {}
+        self._partials: dict[str, str] = {}
+        self._segments: dict[str, int] = {}  # item -> segments emitted
+        self._plain_final: set[str] = set()  # items with an unlabelled final already out
+        self._ptt_turn: str | None = None
+        self._ptt_seq = 0
+        self._turn_samples = 0
+        # the conversation so far, for seeding a new socket: [role, key, text]
+        self._history: list[list[str]] = []
+        self._finalizer: asyncio.Task[None] | None = None
+        self.session_ids: list[str] = []  # server session ids, one per socket
+
+    # --- ProviderSession ------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the socket, configure the session and wait until the server applied it."""
+        await self._open(seed=False)
+        if self._finalizer is None:
+            self._finalizer = asyncio.create_task(self._finalize_loop(), name="openai-finals")
+
+    async def run(self) -> None:
+        """Receive until closed; reconnect on drops; raise ProviderError when giving up."""
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+        while not self._closing:
+            conn = self._conn
+            if conn is None:
+                await self._reconnect("not connected")
+                continue
+            try:
+                await self._receive(conn)
+            except ConnectionClosedOK:
+                if self._is_closing():
+                    return
+                if not self._expired:
+                    self.log.info("OpenAI closed the session normally")
+                    return
+                # the service's session cap: roll over to a fresh session, same transcript
+                self._expired = False
+                await self._reconnect("the service ended the session at its time limit")
+            except (ConnectionClosed, OSError) as exc:
+                if self._is_closing():
+                    return
+                reason = _close_reason(exc)
+                self.log.warning("OpenAI socket dropped: %s", reason)
+                await self._reconnect(reason)
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    async def send_audio(self, frame: CaptureFrame) -> None:
+        """Append one mic frame (dropped while reconnecting)."""
+        pcm = np.asarray(frame.pcm, dtype="<i2")
+        self._turn_samples += len(pcm)
+        payload = base64.b64encode(pcm.tobytes()).decode("ascii")
+        await self._send({"type": "input_audio_buffer.append", "audio": payload}, quiet=True)
+
+    async def start_user_turn(self) -> None:
+        """Talk key down: cut the assistant if it is speaking, then start a clean buffer."""
+        if self._assistant_busy():
+            await self._cut("barge_in", cancel=True)
+        self._ptt_seq += 1
+        self._ptt_turn = f"ptt_{self._ptt_seq}"
+        self._turn_samples = 0
+        await self._send({"type": "input_audio_buffer.clear"})
+        self.ctx.emit(UserSpeechStarted(turn_id=self._ptt_turn))
+
+    async def end_user_turn(self) -> None:
+        """Talk key up: commit (never under 100 ms) and ask for the reply."""
+        turn = self._ptt_turn or f"ptt_{self._ptt_seq}"
+        self.ctx.emit(UserSpeechStopped(turn_id=turn))
+        if self._turn_samples < MIN_COMMIT_SAMPLES:
+            self.log.info("turn shorter than 100 ms: cleared, not committed")
+            await self._send({"type": "input_audio_buffer.clear"})
+            self.ctx.emit(AssistantDone(turn_id=turn, status="cancelled"))
+            return
+        self._need_reply = True
+        await self._send({"type": "input_audio_buffer.commit", "event_id": self._eid()})
+        await self._send({"type": "response.create", "event_id": self._eid()})
+
+    async def interrupt(self) -> None:
+        """Interrupt key: cancel the reply and cut playback at what was heard."""
+        if self._assistant_busy():
+            await self._cut("user_key", cancel=True)
+
+    async def close(self) -> None:
+        """Close the socket; lines still playing become final with what was heard."""
+        self._closing = True
+        if self._finalizer is not None:
+            self._finalizer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._finalizer
+            self._finalizer = None
+        for reply in list(self._replies.values()):
+            if not reply.finalized:
+                played = self._played_ms(reply)
+                complete = reply.generated and not reply.cancelled and played >= reply.received_ms
+                self._finalize(reply, interrupted=not complete, played_ms=played)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 3.0)
+
+    # --- connection -------------------------------------------------------------------------
+
+    async def _open(self, *, seed: bool) -> None:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(
+            api_key=self.ctx.api_key, base_url=self.settings.base_url + "/v1", max_retries=0
+        )
+        manager = client.realtime.connect(model=self.settings.model)
+        try:
+            conn = await asyncio.wait_for(manager.enter(), self._provider.connect_timeout_s)
+        except Exception as exc:
+            raise _handshake_error(exc, self.settings) from None
+        self._conn = conn
+        try:
+            await self._send(
+                {
+                    "type": "session.update",
+                    "event_id": self._eid(),
+                    "session": session_config(self.settings),
+                }
+            )
+            if seed:
+                await self._seed()
+            await self._await_session_updated(conn)
+            if seed and self._need_reply:
+                # the last user turn never got its answer on the old socket
+                await self._send({"type": "response.create", "event_id": self._eid()})
+        except ProviderError:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        except Exception as exc:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise ProviderError(
+                f"the OpenAI session did not start: {_close_reason(exc)}",
+                code="network",
+                retryable=True,
+            ) from None
+
+    async def _await_session_updated(self, conn: AsyncRealtimeConnection) -> None:
+        async with asyncio.timeout(self._provider.connect_timeout_s):
+            while True:
+                try:
+                    event = await conn.recv()
+                except json.JSONDecodeError:
+                    self.log.warning("malformed frame from OpenAI skipped")
+                    continue
+                etype = str(getattr(event, "type", "") or "")
+                if etype == "session.updated":
+                    return
+                if etype == "error":
+                    err = getattr(event, "error", None)
+                    code = str(getattr(err, "code", "") or "")
+                    message = str(getattr(err, "message", "") or "unknown error")
+                    if code == "invalid_api_key":
+                        raise ProviderError(
+                            "OpenAI rejected the API key: set a valid key with "
+                            "`voicetui keys set openai`",
+                            code="key_rejected",
+                        )
+                    if code not in _QUIET_ERRORS and not code.startswith("item_"):
+                        raise ProviderError(
+                            f"OpenAI rejected the session settings: {message}", code="config"
+                        )
+                    continue
+                await self._dispatch(event)
+
+    async def _seed(self) -> None:
+        """Re-create the conversation so far as text items on the new server session."""
+        for role, _key, text in self._history:
+            if not text:
+                continue
+            part = "input_text" if role == "user" else "output_text"
+            await self._send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": role,
+                        "content": [{"type": part, "text": text}],
+                    },
+                }
+            )
+
+    async def _reconnect(self, reason: str) -> None:
+        """Backoff 1 s, 2 s, 4 s (capped), then give up with one clear line."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 1.0)
+        self._abandon_inflight()
+        base = self._provider.reconnect_base_delay_s
+        attempts = self._provider.max_reconnect_attempts
+        last = reason
+        for attempt in range(1, attempts + 1):
+            delay = min(base * 2 ** (attempt - 1), base * 4)
+            self.ctx.emit(Reconnecting(attempt=attempt, delay_s=delay, reason=last))
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._open(seed=True)
+            except ProviderError as exc:
+                if exc.code == "key_rejected" or not exc.retryable:
+                    raise
+                last = str(exc)
+                self.log.warning("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            self.ctx.emit(Reconnected(attempt=attempt))
+            return
+        raise ProviderError(
+            f"lost the connection to OpenAI and could not reconnect ({last})",
+            code="network",
+        )
+
+    def _abandon_inflight(self) -> None:
+        """The socket died mid-reply: the reply is over (audio already queued still plays)."""
+        response = self._active_response
+        self._active_response = None
+        if response is None:
+            return
+        self._cancelled_responses.add(response)
+        for reply in self._replies.values():
+            if reply.response_id == response and not reply.generated:
+                reply.generated = True
+                reply.cancelled = True
+                self.ctx.emit(AssistantDone(turn_id=reply.item_id, status="incomplete"))
+
+    async def _send(self, event: dict[str, Any], *, quiet: bool = False) -> None:
+        """Send one client event; while the socket is down it is dropped (logged)."""
+        conn = self._conn
+        if conn is None:
+            if not quiet:
+                self.log.info("not connected: %s dropped", event.get("type"))
+            return
+        try:
+            await conn.send_raw(json.dumps(event))
+        except Exception as exc:  # the receive loop sees the drop and reconnects
+            self.log.debug("send of %s failed: %s", event.get("type"), exc)
+
+    def _eid(self) -> str:
+        return f"evt_voicetui_{next(self._event_ids)}"
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def _receive(self, conn: AsyncRealtimeConnection) -> None:
+        while True:
+            try:
+                event = await conn.recv()
+            except json.JSONDecodeError as exc:
+                self.log.warning("malformed frame from OpenAI skipped (%s)", exc.msg)
+                continue
+            await self._dispatch(event)
+
+    async def _dispatch(self, event: Any) -> None:
+        etype = str(getattr(event, "type", "") or "")
+        handler = self._handlers.get(etype)
+        if handler is not None:
+            await handler(self, event)
+        elif etype not in _IGNORED_EVENTS:
+            self.log.info("ignoring unknown OpenAI event type %r", etype)
+
+    async def _on_session_created(self, event: Any) -> None:
+        session = getattr(event, "session", None)
+        sid = getattr(session, "id", None)
+        if sid:
+            self.session_ids.append(str(sid))
+
+    async def _on_session_updated(self, event: Any) -> None:
+        return None
+
+    async def _on_speech_started(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        if self._assistant_audible():
+            if self.ctx.gate.allows_barge_in():
+                await self._cut("barge_in", cancel=False)
+            else:
+                self.log.info("speech over the assistant not let through by the duplex gate")
+        elif self._active_response is not None:
+            # the server cancels a reply that has not been heard yet (interrupt_response)
+            self._cancelled_responses.add(self._active_response)
+        self._turn_of_item.setdefault(item_id, item_id)
+        self.ctx.emit(UserSpeechStarted(turn_id=item_id))
+
+    async def _on_speech_stopped(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        self.ctx.emit(UserSpeechStopped(turn_id=self._turn_of_item.get(item_id, item_id)))
+
+    async def _on_committed(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        if self._ptt and self._ptt_turn is not None:
+            self._turn_of_item[item_id] = self._ptt_turn
+        else:
+            self._turn_of_item.setdefault(item_id, item_id)
+            self._need_reply = True
+
+    async def _on_transcription_delta(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        delta = getattr(event, "delta", None)
+        if not delta:
+            return
+        text = self._partials.get(item_id, "") + str(delta)
+        self._partials[item_id] = text
+        self.ctx.emit(UserTranscript(turn_id=self._turn(item_id), text=text.strip(), final=False))
+
+    async def _on_transcription_segment(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        index = self._segments.get(item_id, 0)
+        self._segments[item_id] = index + 1
+        start, end = getattr(event, "start", None), getattr(event, "end", None)
+        text = str(getattr(event, "text", "") or "").strip()
+        self.ctx.emit(
+            UserTranscript(
+                turn_id=self._turn(item_id),
+                text=text,
+                final=True,
+                speaker=speaker_label(getattr(event, "speaker", None)),
+                start=float(start) if start is not None else None,
+                end=float(end) if end is not None else None,
+                segment_index=index,
+                relabel=index == 0 and item_id in self._plain_final,
+            )
+        )
+        self._remember("user", f"{item_id}#{index}", text)
+
+    async def _on_transcription_completed(self, event: Any) -> None:
+        item_id = str(getattr(event, "item_id", "") or "")
+        text = str(getattr(event, "transcript", "") or "").strip()
+        self._partials.pop(item_id, None)
+        if self._segments.get(item_id, 0) == 0:
+            self._plain_final.add(item_id)
+            self.ctx.emit(UserTranscript(turn_id=self._turn(item_id), text=text, final=True))
+            self._remember("user", f"{item_id}#0", text)
+        usage = getattr(event, "usage", None)
+        if usage is not None:
+            if getattr(usage, "type", None) == "duration":
+                self.ctx.emit(
+                    Usage(provider=SPEC_KEY, audio_seconds=float(usage.seconds or 0), requests=0)
+                )
+            else:
+                self.ctx.emit(
+                    Usage(
+                        provider=SPEC_KEY,
+                        input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+                        output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+                        requests=0,
+                    )
+                )
+
+    async def _on_transcription_failed(self, event: Any) -> None:
+        err = getattr(event, "error", None)
+        message = str(getattr(err, "message", "") or "transcription failed")
+        self.ctx.emit(
+            ErrorEvent(
+                message=f"could not transcribe what you said ({message})",
+                code="transcription_failed",
+            )
+        )
+
+    async def _on_response_created(self, event: Any) -> None:
+        response = getattr(event, "response", None)
+        rid = str(getattr(response, "id", "") or "")
+        self._active_response = rid
+        self._need_reply = False
+
+    async def _on_output_item_added(self, event: Any) -> None:
+        item = getattr(event, "item", None)
+        item_id = getattr(item, "id", None)
+        if getattr(item, "role", None) == "assistant" and item_id:
+            self._reply(str(item_id), str(getattr(event, "response_id", "") or ""))
+
+    async def _on_text_delta(self, event: Any) -> None:
+        rid = str(getattr(event, "response_id", "") or "")
+        delta = getattr(event, "delta", None)
+        if rid in self._cancelled_responses or not delta:
+            return
+        reply = self._reply(str(getattr(event, "item_id", "") or ""), rid)
+        if reply.finalized:
+            return
+        reply.text += str(delta)
+        self.ctx.emit(AssistantTextDelta(turn_id=reply.item_id, text=str(delta)))
+
+    async def _on_transcript_done(self, event: Any) -> None:
+        rid = str(getattr(event, "response_id", "") or "")
+        reply = self._replies.get(str(getattr(event, "item_id", "") or ""))
+        text = getattr(event, "transcript", None) or getattr(event, "text", None)
+        if reply is not None and rid not in self._cancelled_responses and text:
+            reply.full_text = str(text)
+
+    async def _on_audio_delta(self, event: Any) -> None:
+        rid = str(getattr(event, "response_id", "") or "")
+        delta = getattr(event, "delta", None)
+        if rid in self._cancelled_responses or not delta:
+            return  # late audio of a reply the user already cut
+        reply = self._reply(str(getattr(event, "item_id", "") or ""), rid)
+        if reply.finalized:
+            return
+        pcm = np.frombuffer(base64.b64decode(delta), dtype="<i2")
+        if len(pcm) == 0:
+            return
+        self.ctx.playback.enqueue(reply.item_id, pcm)
+        reply.received_samples += len(pcm)
+        self.ctx.emit(AssistantAudio(turn_id=reply.item_id, samples=len(pcm)))
+
+    async def _on_response_done(self, event: Any) -> None:
+        response = getattr(event, "response", None)
+        rid = str(getattr(response, "id", "") or "")
+        status = str(getattr(response, "status", "") or "completed")
+        if self._active_response == rid:
+            self._active_response = None
+        cancelled = status != "completed" or rid in self._cancelled_responses
+        turn_id = rid
+        for reply in self._replies.values():
+            if reply.response_id == rid:
+                reply.generated = True
+                reply.cancelled = reply.cancelled or cancelled
+                turn_id = reply.item_id
+        if status == "failed":
+            details = getattr(response, "status_details", None)
+            err = getattr(details, "error", None)
+            message = str(getattr(err, "message", "") or "the reply failed")
+            self.ctx.emit(ErrorEvent(message=f"OpenAI: {message}", code="response_failed"))
+        known = ("completed", "cancelled", "failed", "incomplete")
+        self.ctx.emit(
+            AssistantDone(
+                turn_id=turn_id,
+                status=status if status in known else "failed",  # type: ignore[arg-type]
+            )
+        )
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self.ctx.emit(
+                Usage(
+                    provider=SPEC_KEY,
+                    input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+                    output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+                    requests=1,
+                )
+            )
+
+    async def _on_rate_limits(self, event: Any) -> None:
+        limits: dict[str, dict[str, float]] = {}
+        for limit in getattr(event, "rate_limits", None) or []:
+            name = getattr(limit, "name", None)
+            if not name:
+                continue
+            limits[str(name)] = {
+                key: float(value)
+                for key in ("limit", "remaining", "reset_seconds")
+                if (value := getattr(limit, key, None)) is not None
+            }
+        if limits:
+            self.ctx.emit(Usage(provider=SPEC_KEY, requests=0, rate_limits=limits))
+
+    async def _on_truncated(self, event: Any) -> None:
+        self.log.debug(
+            "truncated %s at %s ms",
+            getattr(event, "item_id", "?"),
+            getattr(event, "audio_end_ms", "?"),
+        )
+
+    async def _on_error(self, event: Any) -> None:
+        err = getattr(event, "error", None)
+        code = str(getattr(err, "code", "") or "")
+        message = " ".join(str(getattr(err, "message", "") or "unknown error").split())
+        if code in _QUIET_ERRORS:
+            self.log.debug("ignored OpenAI error %s: %s", code, message)
+            return
+        if code == "session_expired":
+            self._expired = True
+            self.log.info("OpenAI session expired; rolling over to a new one")
+            return
+        self.log.warning("OpenAI error %s: %s", code or "?", message)
+        if code == "input_audio_buffer_commit_empty":
+            self._need_reply = False
+            self.ctx.emit(
+                ErrorEvent(message="that turn was too short to send", code="turn_too_short")
+            )
+            return
+        self.ctx.emit(ErrorEvent(message=f"OpenAI: {message}", code=code or "protocol"))
+
+    _handlers: dict[str, Any] = {
+        "session.created": _on_session_created,
+        "session.updated": _on_session_updated,
+        "input_audio_buffer.speech_started": _on_speech_started,
+        "input_audio_buffer.speech_stopped": _on_speech_stopped,
+        "input_audio_buffer.committed": _on_committed,
+        "conversation.item.input_audio_transcription.delta": _on_transcription_delta,
+        "conversation.item.input_audio_transcription.segment": _on_transcription_segment,
+        "conversation.item.input_audio_transcription.completed": _on_transcription_completed,
+        "conversation.item.input_audio_transcription.failed": _on_transcription_failed,
+        "conversation.item.truncated": _on_truncated,
+        "response.created": _on_response_created,
+        "response.output_item.added": _on_output_item_added,
+        "response.output_audio_transcript.delta": _on_text_delta,
+        "response.output_text.delta": _on_text_delta,
+        "response.output_audio_transcript.done": _on_transcript_done,
+        "response.output_text.done": _on_transcript_done,
+        "response.output_audio.delta": _on_audio_delta,
+        "response.done": _on_response_done,
+        "rate_limits.updated": _on_rate_limits,
+        "error": _on_error,
+    }
+
+    # --- assistant lines --------------------------------------------------------------------
+
+    def _reply(self, item_id: str, response_id: str) -> _Reply:
+        reply = self._replies.get(item_id)
+        if reply is None:
+            reply = _Reply(item_id=item_id, response_id=response_id)
+            self._replies[item_id] = reply
+        return reply
+
+    def _turn(self, item_id: str) -> str:
+        return self._turn_of_item.get(item_id, item_id)
+
+    def _played_ms(self, reply: _Reply) -> int:
+        return min(self.ctx.playback.played_ms(reply.item_id), reply.received_ms)
+
+    def _assistant_audible(self) -> bool:
+        return self.ctx.playback.is_active() and any(
+            not r.finalized and r.received_samples > 0 for r in self._replies.values()
+        )
+
+    def _assistant_busy(self) -> bool:
+        return self._active_response is not None or self._assistant_audible()
+
+    async def _cut(self, by: str, *, cancel: bool) -> None:
+        """Barge-in / interrupt: silence now, then tell the server what was heard."""
+        playback = self.ctx.playback
+        playback.flush()  # first: the speaker must go quiet within one block
+        active = self._active_response
+        if active is not None:
+            self._cancelled_responses.add(active)
+            if cancel:
+                await self._send({"type": "response.cancel", "event_id": self._eid()})
+        for reply in list(self._replies.values()):
+            if reply.finalized:
+                continue
+            played = self._played_ms(reply)
+            if reply.generated and not reply.cancelled and played >= reply.received_ms > 0:
+                self._finalize(reply, interrupted=False, played_ms=played)  # heard it all
+                continue
+            if played > 0:
+                await self._send(
+                    {
+                        "type": "conversation.item.truncate",
+                        "event_id": self._eid(),
+                        "item_id": reply.item_id,
+                        "content_index": 0,
+                        "audio_end_ms": played,
+                    }
+                )
+            reply.cancelled = True
+            self.ctx.emit(
+                Interrupted(
+                    turn_id=reply.item_id,
+                    played_ms=played,
+                    by="user_key" if by == "user_key" else "barge_in",
+                )
+            )
+            self._finalize(reply, interrupted=True, played_ms=played)
+
+    def _finalize(self, reply: _Reply, *, interrupted: bool, played_ms: int) -> None:
+        if reply.finalized:
+            return
+        reply.finalized = True
+        full = reply.full_text or reply.text
+        text = heard_text(full, played_ms, reply.received_ms) if interrupted else full
+        if interrupted and reply.received_samples == 0:
+            text = ""
+        self.ctx.emit(
+            AssistantTextFinal(turn_id=reply.item_id, text=text.strip(), interrupted=interrupted)
+        )
+        self._remember("assistant", reply.item_id, text.strip())
+
+    async def _finalize_loop(self) -> None:
+        """A reply's line is final once it has been generated *and* played out."""
+        while True:
+            await asyncio.sleep(FINALIZE_POLL_S)
+            active = self.ctx.playback.is_active()
+            for reply in list(self._replies.values()):
+                if reply.finalized or not reply.generated:
+                    continue
+                played = self._played_ms(reply)
+                if not active or played >= reply.received_ms:
+                    self._finalize(reply, interrupted=reply.cancelled, played_ms=played)
+
+    def _remember(self, role: str, key: str, text: str) -> None:
+        for entry in self._history:
+            if entry[0] == role and entry[1] == key:
+                entry[2] = text
+                return
+        self._history.append([role, key, text])
+
+
+def _close_reason(exc: BaseException) -> str:
+    code = getattr(getattr(exc, "rcvd", None), "code", None)
+    if code is not None:
+        return f"connection closed ({code})"
+    return str(exc) or type(exc).__name__
+
+
+class OpenAIRealtimeProvider:
+    """The ``PROVIDER`` of this module. Reconnect timing is injectable (tests run fast)."""
+
+    spec_key = SPEC_KEY
+
+    def __init__(
+        self,
+        *,
+        reconnect_base_delay_s: float = 1.0,
+        max_reconnect_attempts: int = 5,
+        connect_timeout_s: float = 15.0,
+    ) -> None:
+        self.reconnect_base_delay_s = reconnect_base_delay_s
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.connect_timeout_s = connect_timeout_s
+
+    def create_session(self, ctx: SessionContext) -> OpenAIRealtimeSession:
+        return OpenAIRealtimeSession(ctx, self)
+
+    async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
+        """The built-in voices (the Realtime API has no voice listing)."""
+        return [Voice(id=v, name=v.capitalize(), languages=("multilingual",)) for v in VOICES]
+
+
+PROVIDER = OpenAIRealtimeProvider()
+
+__all__ = ["PROVIDER", "OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
