@@ -17,7 +17,7 @@ import openai
 import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI, OpenAI
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from voicetui.testing.emulators.common import Turn
 from voicetui.testing.emulators.openai import BYTES_PER_MS, OpenAIEmulator
@@ -364,3 +364,65 @@ def test_cli_serves_models_and_realtime() -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+@pytest.mark.asyncio
+async def test_drop_in_the_middle_of_a_response(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(reply="A reply long enough to be cut off in the middle of its audio.")]
+    emu.timing.audio_pace = 10.0
+    seen: list[str] = []
+    with pytest.raises(ConnectionClosedError) as info:
+        async with client_for(emu).realtime.connect(model=MODEL) as conn:
+            await conn.session.update(
+                session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+            )
+            await conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "hi"}],
+                }
+            )
+            await conn.response.create()
+            emu.faults.drop_after_events = 12  # well inside the delta stream
+            async for event in conn:
+                seen.append(event.type)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    assert "response.output_audio.delta" in seen and "response.done" not in seen
+    assert len(seen) == 12
+    await emu.wait_for("ws_close", "", timeout=2)
+    assert emu.sessions[-1].active is None
+
+
+@pytest.mark.asyncio
+async def test_stop_closes_open_sockets_promptly() -> None:
+    emu = OpenAIEmulator()
+    await emu.start()
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        assert (await conn.recv()).type == "session.created"
+        started = time.monotonic()
+        await emu.stop()
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(ConnectionClosed) as info:
+            await conn.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+@pytest.mark.asyncio
+async def test_wrong_sample_rate_is_refused(emu: OpenAIEmulator) -> None:
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.send_raw(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+                    },
+                }
+            )
+        )
+        err = await conn.recv()
+        assert err.type == "error" and err.error.param == "session.audio.input.format.rate"
+    emu.client_violations.clear()  # 16000 is not even a valid client value in the SDK types

@@ -220,10 +220,11 @@ class _Vad:
         data = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         out: list[tuple[str, int]] = []
         n_frames = len(data) // VAD_FRAME
+        frames = data[: n_frames * VAD_FRAME].astype(np.float64).reshape(n_frames, VAD_FRAME)
+        power = np.mean((frames / 32768.0) ** 2, axis=1)  # mean square per 10 ms frame
+        voiced_frames = power > 10.0 ** (threshold / 10.0)  # RMS dBFS > threshold
         for i in range(n_frames):
-            frame = data[i * VAD_FRAME : (i + 1) * VAD_FRAME].astype(np.float64) / 32768.0
-            rms = math.sqrt(float(np.mean(frame * frame))) if len(frame) else 0.0
-            voiced = rms > 0 and 20 * math.log10(rms) > threshold
+            voiced = bool(voiced_frames[i])
             frame_start = self._consumed + i * VAD_FRAME
             if not self.speaking:
                 self.voiced_run = self.voiced_run + 1 if voiced else 0
@@ -395,7 +396,8 @@ class RealtimeSession:
         etype = event.get("type")
         audio_bytes = 0
         if etype == "input_audio_buffer.append":
-            audio_bytes = len(base64.b64decode(event.get("audio") or "", validate=False))
+            b64 = str(event.get("audio") or "")
+            audio_bytes = len(b64) * 3 // 4 - b64[-2:].count("=")  # decoded size, no decode
         self.emu.log_ws("ws_in", event, self.id, audio_bytes=audio_bytes)
         self.emu.check_client_frame(text)
         client_event_id = event.get("event_id")
@@ -470,6 +472,21 @@ class RealtimeSession:
                 param="session.audio.output.voice",
             )
             return
+        for side in ("input", "output"):
+            fmt = ((session.get("audio") or {}).get(side) or {}).get("format")
+            if (
+                isinstance(fmt, dict)
+                and fmt.get("type") == "audio/pcm"
+                and fmt.get("rate", RATE) != RATE
+            ):
+                await self.error(
+                    "invalid_value",
+                    f"Invalid 'session.audio.{side}.format.rate': {fmt.get('rate')}. "
+                    "Supported values are: 24000.",
+                    client_event_id=ceid,
+                    param=f"session.audio.{side}.format.rate",
+                )
+                return
         self.config = merge_session(self.config, session)
         await self.send({"type": "session.updated", "session": self.config})
 
@@ -1184,6 +1201,15 @@ class OpenAIEmulator(EmulatorServer):
         self._counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._salt = uuid.uuid4().hex[:6]
+
+    async def stop(self) -> None:
+        """Close open sockets (1001 going away) first, so shutdown never waits on a client."""
+        for session in list(self.sessions):
+            if not session.ws.closed:
+                session.closed = True
+                with contextlib.suppress(Exception):
+                    await session.ws.close(code=1001, message=b"emulator stopping")
+        await super().stop()
 
     # -- ids and logging ------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:
