@@ -1,0 +1,161 @@
+"""``voicetui talk [PROVIDER] --input IN.wav [--output OUT.wav] [--transcript OUT.jsonl]``.
+
+The real conversation loop, headless, with a WAV file as the microphone:
+
+* push-to-talk: the whole file is one turn, sent as fast as the provider takes it;
+* server VAD: the file is fed at real-time pace like a microphone, the replies are played
+  (to OUT.wav, or the speaker) in real time too, so barge-in behaves as it would live.
+
+Prints the transcript as it goes (``[0.1s -> 1.5s] speaker_1: text`` when speaker and times
+are known, else ``user: text``; ``assistant: text``), writes every transcript event to
+OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from voicetui.engine.events import (
+    AssistantAudio,
+    AssistantTextFinal,
+    ErrorEvent,
+    Event,
+    Reconnected,
+    Reconnecting,
+    SessionEnded,
+    SessionWarning,
+    UserTranscript,
+)
+from voicetui.engine.session import ConversationEngine
+from voicetui.engine.transcript import JsonlWriter, format_user_line
+
+log = logging.getLogger("voicetui.talk")
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_INTERRUPTED = 130
+
+
+def not_audio(event: Event) -> bool:
+    """What OUT.jsonl keeps: every event but the audio chunks."""
+    return not isinstance(event, AssistantAudio)
+
+
+class Printer:
+    """Prints the conversation as it happens: lines to ``out``, notices to ``err``."""
+
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.out = out
+        self.err = err
+        self.fatal: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, UserTranscript) and event.final:
+            line = format_user_line(event.text, event.speaker, event.start, event.end)
+            self._say(line + (" (relabelled)" if event.relabel else ""))
+        elif isinstance(event, AssistantTextFinal):
+            mark = " [interrupted]" if event.interrupted else ""
+            self._say(f"assistant: {event.text}{mark}")
+        elif isinstance(event, ErrorEvent):
+            if event.fatal:
+                self.fatal = event.message
+            else:
+                self._note(f"warning: {event.message}")
+        elif isinstance(event, Reconnecting):
+            self._note(
+                f"connection lost ({event.reason}); reconnecting in {event.delay_s:g} s "
+                f"(attempt {event.attempt})"
+            )
+        elif isinstance(event, Reconnected):
+            self._note("reconnected")
+        elif isinstance(event, SessionWarning):
+            self._note(event.message)
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def _note(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
+
+
+def prepare(
+    args: argparse.Namespace, printer: Printer | None = None
+) -> tuple[ConversationEngine, JsonlWriter | None]:
+    """Build the engine for ``args`` and hook up the printer and OUT.jsonl; raise the
+    one-line errors of the set-up (config, key, provider, audio) before anything starts."""
+    from voicetui.config import load_config
+    from voicetui.engine.factory import build_engine
+    from voicetui.keys import KeyStore
+
+    input_wav = Path(args.input)
+    if not input_wav.is_file():
+        raise FileNotFoundError(f"input WAV not found: {input_wav}")
+    config = load_config(getattr(args, "config", None))
+    provider_key = getattr(args, "provider", None) or config.provider
+    settings = config.provider_settings(provider_key)
+    ptt = settings.turn_detection == "push_to_talk"
+    output = Path(args.output) if getattr(args, "output", None) else None
+    engine = build_engine(
+        config,
+        KeyStore(),
+        provider_key=provider_key,
+        input_wav=input_wav,
+        output_wav=output,
+        realtime_input=not ptt,
+        realtime_output=not ptt,
+        end_when_input_ends=True,
+        talk_on_connect=ptt,
+    )
+    writer: JsonlWriter | None = None
+    transcript = getattr(args, "transcript", None)
+    if transcript:
+        path = Path(transcript)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a fresh file per run
+        writer = JsonlWriter(path, keep=not_audio)
+        engine.subscribe(writer.append)
+    engine.subscribe(printer or Printer())
+    return engine, writer
+
+
+async def run(engine: ConversationEngine, writer: JsonlWriter | None) -> SessionEnded:
+    """Run the prepared conversation to its end."""
+    try:
+        return await engine.run()
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """Entry point from ``voicetui.cli``; returns the exit code, never a traceback."""
+    printer = Printer()
+    try:
+        engine, writer = prepare(args, printer)
+        ended = asyncio.run(run(engine, writer))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # set-up failures carry one-line messages
+        if not _known(exc):
+            log.exception("voicetui talk failed")
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"voicetui talk: {message}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
+    if ended.code in ("input_finished", "user", "max_duration"):
+        return EXIT_OK
+    reason = printer.fatal or ended.reason
+    print(f"voicetui talk: {reason}", file=sys.stderr, flush=True)
+    return EXIT_FAIL
+
+
+def _known(exc: BaseException) -> bool:
+    from voicetui.providers.base import ProviderError
+
+    names = {"ConfigError", "AudioError", "KeyringUnavailable", "InvalidKey", "UnknownProvider"}
+    return isinstance(exc, ProviderError | FileNotFoundError) or type(exc).__name__ in names
