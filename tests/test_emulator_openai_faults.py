@@ -270,10 +270,12 @@ async def test_diarized_transcription_segments(emu: OpenAIEmulator) -> None:
     segments = [
         e for e in events if e.type == "conversation.item.input_audio_transcription.segment"
     ]
+    # the service labels speakers A, B, ... in order of appearance
     assert [(s.speaker, s.text) for s in segments] == [
-        ("speaker_1", "Hi Bob."),
-        ("speaker_2", "Hi Alice, how are you doing?"),
+        ("A", "Hi Bob."),
+        ("B", "Hi Alice, how are you doing?"),
     ]
+    assert emu.sessions[-1].speaker_labels == {"speaker_1": "A", "speaker_2": "B"}
     assert segments[0].start == 0.0 and segments[0].end == segments[1].start
     assert 1.9 <= segments[1].end <= 2.0
     assert all(s.item_id == events[0].item_id for s in segments)

@@ -1,16 +1,42 @@
 """Loopback emulator of the OpenAI Realtime API (GA event names, ``openai`` 3.54.0).
 
 One aiohttp server on 127.0.0.1 serves ``GET /v1/models[/{id}]``,
-``POST /v1/realtime/client_secrets`` and the WebSocket ``/v1/realtime?model=...``, so the real
-SDK talks to it with nothing but ``base_url=emu.base_url + "/v1"``. Behaviour follows
+``POST /v1/realtime/client_secrets`` and the WebSocket ``/v1/realtime[?model=...]``, so the
+real SDK talks to it with nothing but ``base_url=emu.base_url + "/v1"``. Behaviour follows
 ``shared/reference/openai-realtime-wire.md``: every server event carries ``event_id`` and every
 field the SDK marks required; server VAD is decided from the *energy* of the PCM16 audio
 actually received; responses stream interleaved transcript and audio deltas (real PCM whose
 length follows the reply text) and can be cancelled by barge-in or ``response.cancel``.
 
-Tests script it through ``emu.script`` (user text, diarized segments, replies), ``emu.timing``
-and ``emu.faults`` (see :mod:`.common`), assert on ``emu.log`` / ``emu.sessions`` and, with
-``strict=True``, on ``emu.violations`` (every frame checked against the SDK's typed models).
+Scripting (per test):
+
+* ``emu.script.turns``: each user turn (a commit, manual or by VAD) consumes the next
+  :class:`~.common.Turn`: ``user_text`` is the input transcription, ``segments`` the diarized
+  segments (model ``gpt-4o-transcribe-diarize``; speakers become ``A``, ``B``... as the
+  service labels them), ``reply`` the next response's text and audio.
+* ``emu.timing``: ``first_transcript_delay_s`` (input transcription; >0 runs it alongside the
+  response), ``first_token_delay_s`` / ``token_interval_s`` (transcript deltas),
+  ``first_audio_delay_s`` / ``audio_pace`` / ``chunk_ms`` (audio deltas).
+* ``emu.faults``: ``http_status`` x ``http_status_count`` (OpenAI error bodies, 429 with
+  ``retry-after-ms``/``retry-after``), ``ws_reject_status`` (plain HTTP status before the
+  upgrade -> ``websockets`` ``InvalidStatus``), ``drop_after_events`` / ``drop_close_code``
+  (one-shot; 1005/1006 cut TCP without a close frame), ``malformed_after_events``,
+  ``unknown_after_events`` (one-shot frames), ``stall_s`` (before every HTTP answer and
+  every server frame).
+* Emulator attributes: ``accepted_keys`` (None = any non-empty bearer), ``insufficient_quota``
+  (429 bodies say so, with ``x-should-retry: false``), ``ws_reject_mode`` (``"http"`` or
+  ``"error_close"``: accept, ``error`` event ``invalid_api_key``, close 1008),
+  ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows).
+
+Observing: ``emu.log`` (kinds ``http``, ``ws_open``, ``ws_in``, ``ws_out``, ``ws_close``; audio
+payloads replaced by their size, never the Authorization value), ``await emu.wait_for(kind,
+event_type, timeout=...)`` (``wait_for_sync`` for threads), ``emu.sessions[-1]`` (``config``,
+``items``, ``user_transcripts``, ``assistant_transcripts``, ``responses``,
+``audio_bytes_received``, ``close_code``) and, with ``strict=True``, ``emu.violations`` /
+``emu.client_violations`` (every frame validated strictly against the SDK's typed models by
+:mod:`.strict_openai`; tests assert both stay empty).
+
+Run by hand: ``python -m voicetui.testing.emulators.openai --port 8765 [--pace 1]``.
 """
 
 from __future__ import annotations
@@ -274,6 +300,9 @@ class RealtimeSession:
         self.pending_turn: Turn | None = None
         # idle timeout (server_vad idle_timeout_ms): armed from this absolute sample on
         self.idle_from: int | None = 0
+        # diarization labels: the service names speakers by capital letters in order of
+        # appearance (types/audio/transcription_diarized_segment.py); stable per session
+        self.speaker_labels: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -660,6 +689,14 @@ class RealtimeSession:
             else:
                 await coro  # deterministic order: transcription before the response
 
+    def speaker_label(self, scripted: str) -> str:
+        """``A``, ``B``, ... for the scripted speaker ids, in order of first appearance."""
+        if scripted not in self.speaker_labels:
+            n = len(self.speaker_labels)
+            label = chr(ord("A") + n % 26) + (str(n // 26) if n >= 26 else "")
+            self.speaker_labels[scripted] = label
+        return self.speaker_labels[scripted]
+
     async def _item_added_done(self, item: dict[str, Any], previous: str | None) -> None:
         await self.send(
             {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
@@ -699,7 +736,7 @@ class RealtimeSession:
                         "id": f"seg_{index:04d}",
                         "item_id": item_id,
                         "content_index": 0,
-                        "speaker": speaker,
+                        "speaker": self.speaker_label(speaker),
                         "start": round(cursor, 3),
                         "end": round(cursor + span, 3),
                         "text": seg_text,
@@ -1261,7 +1298,7 @@ class OpenAIEmulator(EmulatorServer):
     async def wait_for(
         self,
         kind: str,
-        event_type: str,
+        event_type: str | None = None,
         *,
         timeout: float = 5.0,  # noqa: ASYNC109 - the team's agreed call shape
         count: int = 1,
@@ -1273,7 +1310,7 @@ class OpenAIEmulator(EmulatorServer):
         """
         deadline = time.monotonic() + timeout
         while True:
-            hits = [e for e in self.log.entries if e.kind == kind and e.event_type == event_type]
+            hits = self._hits(kind, event_type)
             if len(hits) >= count:
                 return hits[count - 1]
             if time.monotonic() > deadline:
@@ -1281,17 +1318,24 @@ class OpenAIEmulator(EmulatorServer):
             await asyncio.sleep(0.005)
 
     def wait_for_sync(
-        self, kind: str, event_type: str, *, timeout: float = 5.0, count: int = 1
+        self, kind: str, event_type: str | None = None, *, timeout: float = 5.0, count: int = 1
     ) -> LogEntry:
         """Blocking :meth:`wait_for` for synchronous tests (emulator in a thread)."""
         deadline = time.monotonic() + timeout
         while True:
-            hits = [e for e in self.log.entries if e.kind == kind and e.event_type == event_type]
+            hits = self._hits(kind, event_type)
             if len(hits) >= count:
                 return hits[count - 1]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {kind} {event_type!r} (x{count}) within {timeout}s")
             time.sleep(0.005)
+
+    def _hits(self, kind: str, event_type: str | None) -> list[LogEntry]:
+        return [
+            e
+            for e in self.log.entries
+            if e.kind == kind and (event_type is None or e.event_type == event_type)
+        ]
 
     def initial_session_config(self, session_id: str, model: str) -> dict[str, Any]:
         """What ``session.created`` reports (response layout, wire reference §3.3)."""
