@@ -434,19 +434,34 @@ async def test_realtime_stt_eager_end_then_resume(emu: MistralEmulator) -> None:
 
 
 @pytest.mark.asyncio
-async def test_realtime_stt_24k_format_and_silence_gives_no_turn(emu: MistralEmulator) -> None:
+async def test_realtime_stt_formats_silence_and_late_update(emu: MistralEmulator) -> None:
+    emu.script = Script(turns=[Turn(user_text="First words."), Turn(user_text="Second.")])
     c = client(emu)
     conn = await c.audio.realtime.connect(
         model=STT_MODEL,
         audio_format=models.AudioFormat(encoding="pcm_s16le", sample_rate=24000),
         turn_detection={"min_silence_ms": 300},
     )
-    await feed(conn, bytes(24000 * 2))  # one second of digital silence
+    await feed(conn, bytes(24000 * 2))  # one second of digital silence: no turn
+    await conn.update_session(audio_format=PCM16K)  # too late once audio was received
     await conn.end_audio()
     events = [ev async for ev in conn]
     assert not any(isinstance(e, models.TurnDetectionStartEvent) for e in events)
     done = [e for e in events if isinstance(e, models.TranscriptionStreamDone)]
     assert len(done) == 1 and done[0].text == ""
+    errs = [e for e in events if isinstance(e, models.RealtimeTranscriptionError)]
+    assert len(errs) == 1 and errs[0].error.code == 4003
+
+    # push-to-talk: a flush of silence only gives an empty final and consumes no turn;
+    # float32 24 kHz speech then yields the first scripted turn
+    f32 = models.AudioFormat(encoding="pcm_f32le", sample_rate=24000)
+    conn = await c.audio.realtime.connect(model=STT_MODEL, audio_format=f32)
+    await feed(conn, np.zeros(4800, "<f4").tobytes())
+    await conn.flush_audio()
+    await feed(conn, speech_like_pcm("First words.").astype("<f4").tobytes())
+    await conn.end_audio()
+    texts = [e.text async for e in conn if isinstance(e, models.TranscriptionStreamDone)]
+    assert texts == ["", "First words."]
 
 
 # -- realtime speech -------------------------------------------------------------------------------
@@ -596,6 +611,17 @@ async def test_sse_drop_mid_stream(emu: MistralEmulator) -> None:
                 got.append(type(ev.data).__name__)
     assert got == ["ResponseStartedEvent", "MessageOutputEvent", "MessageOutputEvent"]
     assert emu.log.of("sse_drop")
+
+    # a client abandoning a stream (barge-in) is logged, and the server carries on
+    emu.timing.token_interval_s = 0.02
+    stream = await c.beta.conversations.start_stream_async(model="mistral-small-latest", inputs="x")
+    async with stream:
+        async for ev in stream:
+            if isinstance(ev.data, models.MessageOutputEvent):
+                break
+    closed = await emu.wait_for("sse_client_closed", "/v1/conversations", timeout=2)
+    assert closed.conversation_id is not None
+    assert (await c.models.list_async()).data
 
 
 @pytest.mark.asyncio

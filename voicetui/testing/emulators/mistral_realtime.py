@@ -3,7 +3,9 @@
 Transcription (``/v1/audio/transcriptions/realtime``)
     ``session.created`` first; ``session.update`` → ``session.updated``; ``input_audio.append``
     audio is decoded in the session's ``audio_format`` and cut into 20 ms windows. An utterance
-    takes the next scripted turn (cursor ``"realtime"``); its words are sent as
+    takes the next scripted turn (cursor ``"realtime"``) when speech begins (the first window
+    above ``emu.speech_threshold_dbfs``; an utterance of silence only ends with an empty
+    ``done`` and consumes no turn); its words are sent as
     ``transcription.text.delta`` in proportion to the audio time since its speech began (the
     length ``speech_like_pcm(user_text)`` would have), the first one not before
     ``timing.first_transcript_delay_s`` after speech began, the last one held back until the
@@ -13,8 +15,10 @@ Transcription (``/v1/audio/transcriptions/realtime``)
     session, utterances are cut from the ENERGY of the received audio: ``turn.start`` after 40 ms
     above ``emu.speech_threshold_dbfs``, ``turn.eager_end`` after half of ``min_silence_ms`` of
     silence, ``turn.resume`` if speech returns after that, ``turn.end`` (``end_reason``
-    ``"threshold"``) after ``min_silence_ms``, followed by the utterance's ``done``. A flush with
-    no audio since the last ``done`` answers a ``done`` with empty text.
+    ``"threshold"``) after ``min_silence_ms`` — or ``"timeout"`` after ``end_timeout_ms`` if that is
+    shorter (the emulator's reading of that knob) — followed by the utterance's ``done``. A flush
+    with no audio since the last ``done`` answers a ``done`` with empty text. Changing
+    ``audio_format`` or ``target_streaming_delay_ms`` after audio answers an ``error`` event.
 
 Speech (``/v1/audio/speech/realtime``)
     ``session.created`` (default voice null, ``pcm``, ``responsive``); ``session.update`` (key
@@ -189,18 +193,17 @@ class _Socket:
 
 @dataclass
 class _Utterance:
-    pieces: list[str]
-    text: str
-    expected_s: float
     opened_at: float  # stream time of the first audio of the utterance
+    pieces: list[str] = field(default_factory=list)  # bound when speech begins
+    text: str = ""
+    expected_s: float = 0.0
+    bound: bool = False
     speech_t: float | None = None  # stream time speech began
     speech_wall: float | None = None  # monotonic time speech began (for the first delay)
     sent: int = 0
     audio_s: float = 0.0
     silence_s: float = 0.0
     eager: bool = False
-    loud_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 class TranscriptionSocket(_Socket):
@@ -259,6 +262,12 @@ class TranscriptionSocket(_Socket):
             self.emit(self.error_event(f"Unknown message type: {kind}", 4002))
 
     def update(self, patch: dict[str, Any]) -> None:
+        if self.stream_t > 0 or self.carry.size:
+            late = [k for k in ("audio_format", "target_streaming_delay_ms") if k in patch]
+            if late:
+                # the service fixes the format and delay once audio has been received
+                self.emit(self.error_event(f"Cannot update {', '.join(late)} after audio", 4003))
+                return
         for key in (
             "audio_format",
             "target_streaming_delay_ms",
@@ -288,15 +297,18 @@ class TranscriptionSocket(_Socket):
         self.emit_due()
 
     def open_utterance(self) -> _Utterance:
-        turn = self.emu.next_turn("realtime")
-        pieces = word_pieces(turn.user_text)
-        self.utt = _Utterance(
-            pieces=pieces,
-            text="".join(pieces),
-            expected_s=expected_speech_s(turn.user_text),
-            opened_at=self.stream_t,
-        )
+        self.utt = _Utterance(opened_at=self.stream_t)
         return self.utt
+
+    def begin_speech(self, utt: _Utterance, start: float) -> None:
+        """Speech began: the utterance takes the next scripted turn (cursor ``"realtime"``)."""
+        turn = self.emu.next_turn("realtime")
+        utt.pieces = word_pieces(turn.user_text)
+        utt.text = "".join(utt.pieces)
+        utt.expected_s = expected_speech_s(turn.user_text)
+        utt.bound = True
+        utt.speech_t = start
+        utt.speech_wall = time.monotonic()
 
     def window(self, loud: bool) -> None:
         self.stream_t += WINDOW_S
@@ -304,9 +316,9 @@ class TranscriptionSocket(_Socket):
         if td is None:  # push-to-talk: every appended block belongs to the open utterance
             utt = self.utt or self.open_utterance()
             utt.audio_s += WINDOW_S
-            if loud and utt.speech_t is None:
-                utt.speech_t = self.stream_t - WINDOW_S
-                utt.speech_wall = time.monotonic()
+            utt.silence_s = 0.0 if loud else utt.silence_s + WINDOW_S
+            if loud and not utt.bound:
+                self.begin_speech(utt, round(self.stream_t - WINDOW_S, 3))
             return
         min_silence = float(td.get("min_silence_ms") or 500) / 1000.0
         if self.utt is None:
@@ -314,8 +326,7 @@ class TranscriptionSocket(_Socket):
             if self.loud_run >= 2:
                 start = round(self.stream_t - self.loud_run * WINDOW_S, 3)
                 utt = self.open_utterance()
-                utt.speech_t = start
-                utt.speech_wall = time.monotonic()
+                self.begin_speech(utt, start)
                 utt.audio_s = self.loud_run * WINDOW_S
                 self.loud_run = 0
                 self.emit({"type": "turn.start", "time_s": start})
@@ -336,11 +347,12 @@ class TranscriptionSocket(_Socket):
         ):
             utt.eager = True
             self.emit({"type": "turn.eager_end", "time_s": round(self.stream_t, 3)})
-        if utt.silence_s >= min_silence - 1e-9:
+        timeout_ms = td.get("end_timeout_ms")
+        by_timeout = timeout_ms is not None and utt.silence_s >= float(timeout_ms) / 1000.0 - 1e-9
+        if utt.silence_s >= min_silence - 1e-9 or by_timeout:
             self.emit_due(final=True)
-            self.emit(
-                {"type": "turn.end", "time_s": round(self.stream_t, 3), "end_reason": "threshold"}
-            )
+            reason = "threshold" if utt.silence_s >= min_silence - 1e-9 else "timeout"
+            self.emit({"type": "turn.end", "time_s": round(self.stream_t, 3), "end_reason": reason})
             self.close_utterance()
 
     def _not_before(self, utt: _Utterance) -> float:
@@ -372,10 +384,11 @@ class TranscriptionSocket(_Socket):
         utt = self.utt
         self.utt = None
         self.loud_run = 0
-        if utt is None:
-            self.emit(self._done("", 0.0, []))
+        if utt is None or not utt.bound or utt.speech_t is None:
+            # nothing (or only silence) was said: an empty final, no scripted turn consumed
+            self.emit(self._done("", utt.audio_s if utt else 0.0, []))
             return
-        start = utt.speech_t if utt.speech_t is not None else utt.opened_at
+        start = utt.speech_t
         end = round(max(self.stream_t - utt.silence_s, start), 3)
         segment = {"text": utt.text, "start": round(start, 3), "end": end}
         not_before = self._not_before(utt)

@@ -166,7 +166,12 @@ class Outlet:
         text = json.dumps(event)
         if self.emu.strict is not None:
             self.emu.strict.check(self.channel, str(event.get("type", "")), text)
-        await self._write(str(event["type"]), text)
+        try:
+            await self._write(str(event["type"]), text)
+        except ConnectionError as exc:  # the client went away (e.g. barge-in closed the stream)
+            self.dropped = True
+            self._log(f"{self.kind_prefix}_client_closed", str(event["type"]), None)
+            raise StreamDropped(self.path) from exc
         self.sent += 1
         self._log(self.out_kind, str(event["type"]), event)
 
