@@ -666,6 +666,19 @@ async def test_malformed_and_unknown_frames(emu: MistralEmulator) -> None:
 
 
 @pytest.mark.asyncio
+async def test_in_band_conversation_error(emu: MistralEmulator) -> None:
+    emu.conversation_error = "Moderation blocked the request"
+    c = client(emu)
+    stream = await c.beta.conversations.start_stream_async(model="mistral-small-latest", inputs="x")
+    async with stream:
+        data = [ev.data async for ev in stream]
+    assert isinstance(data[0], models.ResponseStartedEvent)
+    assert isinstance(data[-1], models.ResponseErrorEvent) and data[-1].code == 3000
+    assert data[-1].message == "Moderation blocked the request"
+    assert emu.conversation_error is None  # one-shot
+
+
+@pytest.mark.asyncio
 async def test_stall_times_out_rest_and_ws(emu: MistralEmulator) -> None:
     import httpx2
     from mistralai.extra.exceptions import RealtimeTranscriptionException

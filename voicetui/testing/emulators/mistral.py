@@ -35,7 +35,9 @@ forced HTTP status for the next N REST calls (429 with ``retry-after`` and ``ret
 WebSocket upgrade rejected, a stream dropped after N server events (WebSocket: close with
 ``drop_close_code``; SSE: the body is cut without its last chunk), one malformed frame or one
 unknown event type after N events, and a stall before every answer / between frames. Drop,
-malformed and unknown are one-shot.
+malformed and unknown are one-shot; with several streams open at once, set ``fault_scope`` to
+aim them. ``emu.conversation_error = "message"`` makes the next conversation stream report an
+in-band ``conversation.response.error`` (one-shot).
 
 Every request and every frame both ways lands in ``emu.log`` (kinds ``http``, ``http_end``,
 ``sse_out``, ``sse_drop``, ``sse_malformed``, ``sse_unknown``, ``ws_open``, ``ws_reject``,
@@ -263,6 +265,9 @@ class MistralEmulator(EmulatorServer):
         self.tool_delay_s = 0.0
         self.speech_threshold_dbfs = -45.0  # energy above which received audio counts as speech
         self.sse_malformed_json = False  # malformed SSE frame: invalid JSON instead of bad schema
+        # one-shot: the next conversation stream reports this failure in-band
+        # (conversation.response.error) right after conversation.response.started
+        self.conversation_error: str | None = None
         self.strict: StrictChecker | None = None
         self._cursors: dict[str, int] = {}
         self._cursor_script: Script | None = None
@@ -767,6 +772,17 @@ class MistralEmulator(EmulatorServer):
                     "created_at": now_iso(),
                 }
             )
+            if self.conversation_error is not None:
+                message, self.conversation_error = self.conversation_error, None
+                await out.send(
+                    {
+                        "type": "conversation.response.error",
+                        "message": message,
+                        "code": 3000,
+                        "created_at": now_iso(),
+                    }
+                )
+                return await out.finish()
             index = 0
             if turn.tool:
                 base = {"id": tool_id, "name": turn.tool, "output_index": 0}
