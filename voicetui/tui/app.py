@@ -49,7 +49,7 @@ class VoiceTuiApp(App[int]):
 
     TITLE = "voicetui"
     SUB_TITLE = "voice console"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     # Other screens have Inputs; focusing one on start would swallow Space (the talk key).
     AUTO_FOCUS = None
     COMMANDS = App.COMMANDS | {VoiceCommands}

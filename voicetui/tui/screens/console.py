@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
@@ -14,6 +15,7 @@ from textual.widgets import Footer, Header
 
 from voicetui.engine.events import (
     ErrorEvent,
+    Event,
     Reconnected,
     Reconnecting,
     SessionEnded,
@@ -38,6 +40,8 @@ from voicetui.tui.widgets.waterfall import LatencyWaterfall
 
 if TYPE_CHECKING:
     from voicetui.tui.app import VoiceTuiApp
+
+log = logging.getLogger("voicetui.tui")
 
 METER_HZ = 12.0
 
@@ -138,7 +142,12 @@ class ConsoleScreen(Screen[None]):
 
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
-        event = message.event
+        try:
+            self._show_event(message.event)
+        except Exception:  # a drawing bug must never take the conversation down
+            log.exception("cannot show %s", message.event.kind)
+
+    def _show_event(self, event: Event) -> None:
         if isinstance(event, StateChanged):
             self.query_one(StateBadge).set_state(event.state)
         elif isinstance(event, SessionStarted):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -30,7 +31,7 @@ WHAT_TO_DO = {
 class HealthScreen(Screen[None]):
     """Provider health: checked at start-up in the background, re-run with ``r``."""
 
-    CSS_PATH = "health.tcss"
+    CSS_PATH = Path(__file__).with_name("health.tcss")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("r", "rerun", "Re-run checks"),
@@ -53,6 +54,7 @@ class HealthScreen(Screen[None]):
         )
         yield DataTable(id="health-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="health-state", classes="hint")
+        yield Static("", id="health-details")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -86,6 +88,13 @@ class HealthScreen(Screen[None]):
                 table.update_cell(key, "detail", detail)
             except Exception:  # a provider not in the registry: ignore
                 continue
+        self.query_one("#health-details", Static).update(
+            "\n\n".join(
+                f"{key.rsplit('.', 1)[-1]}: {r.status} — {r.detail}"
+                + (f"\n  → {WHAT_TO_DO[str(r.status)]}" if WHAT_TO_DO.get(str(r.status)) else "")
+                for key, r in sorted(self.vapp.health.items())
+            )
+        )
 
     def action_rerun(self) -> None:
         """Check every provider again."""

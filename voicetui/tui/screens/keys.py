@@ -8,6 +8,7 @@ ignored for that check), and puts the previous key back when the check fails.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class KeysScreen(Screen[None]):
     """Bring-your-own-key management."""
 
-    CSS_PATH = "keys.tcss"
+    CSS_PATH = Path(__file__).with_name("keys.tcss")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+r", "refresh", "Refresh"),

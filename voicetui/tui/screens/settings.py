@@ -9,6 +9,7 @@ schema) is shown when a value is refused.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -45,7 +46,7 @@ def tone_pcm(rate: int = 24_000) -> np.ndarray[Any, np.dtype[np.int16]]:
 class SettingsScreen(Screen[None]):
     """Edit and save the TOML config."""
 
-    CSS_PATH = "settings.tcss"
+    CSS_PATH = Path(__file__).with_name("settings.tcss")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+s", "save", "Save"),

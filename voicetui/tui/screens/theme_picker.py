@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 class ThemePickerScreen(ModalScreen[str | None]):
     """Pick a theme with live preview; the choice is saved to the config."""
 
-    CSS_PATH = "theme_picker.tcss"
+    CSS_PATH = Path(__file__).with_name("theme_picker.tcss")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self) -> None:

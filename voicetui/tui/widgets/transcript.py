@@ -179,8 +179,8 @@ class TranscriptView(ScrollView, can_focus=True):
         entry = self._user.get(key)
         if entry is None:
             entry = Entry(kind="user", turn_id=event.turn_id, text=event.text)
-            self._user[key] = entry
             self._insert_user(entry, event.segment_index)
+            self._user[key] = entry
         entry.text = event.text
         entry.final = event.final
         entry.speaker = event.speaker
