@@ -488,3 +488,73 @@ async def test_session_update_validation_and_no_model(emu: OpenAIEmulator) -> No
         assert err.error.param == "session.type" and err.error.event_id == "evt_upd"
     assert emu.log.of("ws_open")[0].body == {"query": {}}
     emu.client_violations.clear()  # the missing type was deliberate
+
+
+async def test_timing_knobs_pace_the_stream(emu: OpenAIEmulator) -> None:
+    reply = "one two three four five six seven eight"
+    emu.script.turns = [Turn(reply=reply)]
+    emu.timing.first_token_delay_s = 0.05
+    emu.timing.token_interval_s = 0.02
+    emu.timing.first_audio_delay_s = 0.12
+    emu.timing.audio_pace = 6.0
+    emu.timing.chunk_ms = 50
+    audio_s = len(pcm16(reply)) / BYTES_PER_MS / 1000
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await append_all(conn, pcm16("go"))
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        stamps: dict[str, list[float]] = {}
+        loop = asyncio.get_running_loop()
+        async for event in conn:
+            stamps.setdefault(event.type, []).append(loop.time())
+            if event.type == "response.done":
+                break
+    t0 = stamps["response.created"][0]
+    first_token = stamps["response.output_audio_transcript.delta"][0] - t0
+    first_audio = stamps["response.output_audio.delta"][0] - t0
+    audio_span = (
+        stamps["response.output_audio.delta"][-1] - stamps["response.output_audio.delta"][0]
+    )
+    assert 0.05 <= first_token < 0.05 + 0.15
+    assert 0.12 <= first_audio < 0.12 + 0.15
+    # paced at 6x real time: the last chunk goes out one chunk before the end of the clip
+    expected = (audio_s - 0.05) / 6.0
+    assert expected * 0.95 <= audio_span <= expected + 0.2
+    tokens = stamps["response.output_audio_transcript.delta"]
+    assert len(tokens) == 8 and tokens[-1] - tokens[0] >= 7 * 0.02 * 0.95
+
+
+async def test_multi_turn_item_chain(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [
+        Turn(user_text="one", reply="First."),
+        Turn(user_text="two", reply="Second."),
+    ]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        all_events: list[Any] = []
+        for word in ("one", "two"):
+            await append_all(conn, pcm16(word) + silence(100))
+            await conn.input_audio_buffer.commit()
+            await conn.response.create()
+            all_events += await collect_until(conn, "response.done")
+    committed = [e for e in all_events if e.type == "input_audio_buffer.committed"]
+    done = [e for e in all_events if e.type == "response.done"]
+    assert committed[0].previous_item_id is None
+    # the second user item follows the first assistant item
+    assert committed[1].previous_item_id == done[0].response.output[0].id
+    assert [d.response.output[0].content[0].transcript for d in done] == ["First.", "Second."]
+    assert emu.sessions[-1].user_transcripts == ["one", "two"]
+    assert len(emu.sessions[-1].items) == 4
+
+
+async def test_session_expiry_sends_error_then_closes(emu: OpenAIEmulator) -> None:
+    emu.session_max_s = 0.3
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        created = await conn.recv()
+        expires_at = created.session.model_extra["expires_at"]
+        assert isinstance(expires_at, int)
+        seen = [event async for event in conn]  # close 1000 ends iteration quietly
+    assert [e.type for e in seen] == ["error"]
+    assert seen[0].error.code == "session_expired"
+    assert emu.sessions[-1].close_code == 1000

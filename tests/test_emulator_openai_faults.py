@@ -428,3 +428,12 @@ async def test_wrong_sample_rate_is_refused(emu: OpenAIEmulator) -> None:
         err = await conn.recv()
         assert err.type == "error" and err.error.param == "session.audio.input.format.rate"
     emu.client_violations.clear()  # 16000 is not even a valid client value in the SDK types
+
+
+@pytest.mark.asyncio
+async def test_unknown_url_is_an_openai_404(emu: OpenAIEmulator) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        await client_for(emu, max_retries=0).files.list()
+    assert info.value.status_code == 404
+    assert info.value.message.startswith("Error code: 404")
+    assert "Invalid URL (GET /v1/files)" in str(info.value.body)

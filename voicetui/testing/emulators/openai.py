@@ -145,9 +145,18 @@ def word_end_ms(text: str) -> list[float]:
     return ends
 
 
-def error_body(status: int, *, quota: bool = False, model: str | None = None) -> dict[str, Any]:
+def error_body(
+    status: int, *, quota: bool = False, model: str | None = None, url: str | None = None
+) -> dict[str, Any]:
     """OpenAI-shaped HTTP error bodies (wire reference §6.2)."""
-    if status == 401:
+    if url is not None:
+        err: dict[str, Any] = {
+            "message": f"Invalid URL ({url})",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    elif status == 401:
         err = {
             "message": "Incorrect API key provided: sk-***. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
@@ -395,6 +404,21 @@ class RealtimeSession:
                 },
             }
         )
+
+    async def expire_after(self, seconds: float) -> None:
+        """At the maximum session duration: ``error`` ``session_expired``, then close."""
+        await asyncio.sleep(seconds)
+        if self.closed:
+            return
+        with contextlib.suppress(_Closed):
+            await self.error(
+                "session_expired",
+                f"Your session hit the maximum duration of {seconds / 60:g} minutes.",
+            )
+        self.closed = True
+        self.close_code = self.emu.session_expiry_close_code
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=self.close_code, message=b"session expired")
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -1223,7 +1247,7 @@ class OpenAIEmulator(EmulatorServer):
     ``"error_close"``: accept, send an ``error`` event, close with 1008), ``strict``.
     """
 
-    def __init__(self, *, port: int = 0, strict: bool = False) -> None:
+    def __init__(self, *, port: int = 0, strict: bool = True) -> None:
         super().__init__(port=port)
         self.strict = strict
         self.violations: list[Violation] = []
@@ -1235,6 +1259,9 @@ class OpenAIEmulator(EmulatorServer):
         self.initial_turn_detection: dict[str, Any] | None = default_turn_detection()
         self.instructions = "You are a helpful assistant."
         self.voice = "marin"
+        # the service ends a Realtime socket after 60 min [X]; tests shorten it
+        self.session_max_s: float = 3600.0
+        self.session_expiry_close_code = 1000
         self._counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._salt = uuid.uuid4().hex[:6]
@@ -1355,7 +1382,7 @@ class OpenAIEmulator(EmulatorServer):
             "truncation": "auto",
             "prompt": None,
             "include": None,
-            "expires_at": int(time.time()) + 3600,
+            "expires_at": int(time.time() + self.session_max_s),
             "audio": {
                 "input": {
                     "format": dict(fmt),
@@ -1435,7 +1462,12 @@ class OpenAIEmulator(EmulatorServer):
         elif not self._key_ok(request):
             response = self._json(401, error_body(401), {"x-should-retry": "false"})
         else:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPNotFound:
+                response = self._json(404, error_body(404, url=f"{request.method} {request.path}"))
+            except web.HTTPMethodNotAllowed:
+                response = self._json(405, error_body(405, url=f"{request.method} {request.path}"))
         self.log.add(
             LogEntry(
                 at=time.monotonic(),
@@ -1516,6 +1548,7 @@ class OpenAIEmulator(EmulatorServer):
                 await ws.close(code=1008, message=b"invalid_api_key")
                 return ws
             await session.send({"type": "session.created", "session": session.config})
+            session.spawn(session.expire_after(self.session_max_s))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await session.handle(msg.data)
@@ -1564,9 +1597,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strict", action="store_true", help="validate every frame against the SDK types"
     )
+    parser.add_argument(
+        "--session-max", type=float, default=3600.0, help="seconds until session_expired"
+    )
     args = parser.parse_args(argv)
 
     emu = OpenAIEmulator(port=args.port, strict=args.strict)
+    emu.session_max_s = args.session_max
     emu.timing.audio_pace = args.pace
     emu.timing.first_audio_delay_s = args.first_audio_delay
     emu.timing.first_token_delay_s = args.first_token_delay
