@@ -117,6 +117,10 @@ async def test_models_and_voices_paging(emu: MistralEmulator) -> None:
     with pytest.raises(errors.SDKError) as err:
         await c.audio.voices.get_async(voice_id="nobody")
     assert err.value.status_code == 404
+    sample = await c.audio.voices.get_sample_audio_async(voice_id="en_paul_neutral")
+    with wave.open(io.BytesIO(await sample.aread())) as w:
+        assert w.getframerate() == RATE and w.getnframes() > RATE // 2
+    await sample.aclose()
 
 
 @pytest.mark.asyncio
@@ -272,6 +276,10 @@ async def test_unknown_agent_and_conversation_are_404(emu: MistralEmulator) -> N
     c = client(emu)
     agent = await c.beta.agents.create_async(model="mistral-small-latest", name="a")
     assert (await c.beta.agents.get_async(agent_id=agent.id)).id == agent.id
+    listed = await c.beta.agents.list_pages_async(page_size=5)
+    assert [a.id for a in listed.result.data] == [agent.id]
+    with pytest.warns(DeprecationWarning):
+        assert [a.id for a in await c.beta.agents.list_async()] == [agent.id]
     emu.forget_agents()
     with pytest.raises(errors.SDKError) as err:
         await c.beta.conversations.start_stream_async(agent_id=agent.id, inputs="hi")

@@ -359,6 +359,7 @@ class MistralEmulator(EmulatorServer):
         r.add_get("/v1/audio/voices/{voice_id}/sample", self._voice_sample)
         r.add_post("/v1/agents", self._agent_create)
         r.add_get("/v1/agents", self._agent_list)
+        r.add_get("/v1/agents/pages", self._agent_pages)
         r.add_get("/v1/agents/{agent_id}", self._agent_get)
         r.add_delete("/v1/agents/{agent_id}", self._agent_delete)
         r.add_post("/v1/conversations", self._conversation_start)
@@ -654,7 +655,24 @@ class MistralEmulator(EmulatorServer):
 
     async def _agent_list(self, request: web.Request) -> web.StreamResponse:
         self._log_http(request, 200, body=dict(request.query))
-        return web.json_response(list(self.agents.values()))
+        page = int(request.query.get("page", "0"))
+        size = max(int(request.query.get("page_size", "20")), 1)
+        agents = list(self.agents.values())[page * size : (page + 1) * size]
+        return self._json("json:agent_list", agents)
+
+    async def _agent_pages(self, request: web.Request) -> web.StreamResponse:
+        self._log_http(request, 200, body=dict(request.query))
+        size = max(int(request.query.get("page_size", "20")), 1)
+        token = request.query.get("page_token") or ""
+        offset = int(token.removeprefix("cursor_")) if token.startswith("cursor_") else 0
+        agents = list(self.agents.values())
+        more = offset + size < len(agents)
+        payload = {
+            "object": "list",
+            "data": agents[offset : offset + size],
+            "next_page_token": f"cursor_{offset + size}" if more else None,
+        }
+        return self._json("json:agent_page", payload)
 
     async def _agent_delete(self, request: web.Request) -> web.StreamResponse:
         if self.agents.pop(request.match_info["agent_id"], None) is None:

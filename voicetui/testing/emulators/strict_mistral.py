@@ -25,6 +25,8 @@ _TABLES: dict[str, dict[str, str]] = {
     "json:voices_list": {"": "VoiceListResponse"},
     "json:voice": {"": "VoiceResponse"},
     "json:agent": {"": "Agent"},
+    "json:agent_list": {"": "Agent"},  # a JSON list of them
+    "json:agent_page": {"": "AgentListPage"},
     "json:conversation": {"": "ConversationResponse"},
     "sse:transcription": {
         "transcription.language": "TranscriptionStreamLanguage",
@@ -129,10 +131,19 @@ class StrictChecker:
         cls = model_for(channel, event_type)
         if cls is None:
             return [f"{where}: no SDK model for this type"]
+        raw = json.loads(text)
+        if channel.endswith("_list"):  # a bare JSON array of ``cls``
+            if not isinstance(raw, list):
+                return [f"{where}: expected a JSON list"]
+            return [
+                p
+                for i, item in enumerate(raw)
+                for p in self.problems(channel.removesuffix("_list"), event_type, json.dumps(item))
+            ]
         try:
             model = cls.model_validate_json(text, strict=True)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             return [f"{where}: {loc}: {first['msg']} ({exc.error_count()} errors)"]
-        return _unknown_keys(model, json.loads(text), where)
+        return _unknown_keys(model, raw, where)
