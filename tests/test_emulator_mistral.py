@@ -418,6 +418,12 @@ async def test_realtime_stt_turn_detection_from_audio_energy(emu: MistralEmulato
     assert 0.4 + first_len + 0.25 <= ends[0].time_s <= 0.4 + first_len + 0.45
     dones = [e.text for e in events if isinstance(e, models.TranscriptionStreamDone)]
     assert dones == ["Hello, how are you?", "Good.", ""]
+    deltas = [e.text for e in events if isinstance(e, models.TranscriptionStreamTextDelta)]
+    assert len(deltas) == 5 and "".join(deltas) == "Hello, how are you?Good."
+    # the first turn's words came before its turn.end: they follow the audio, not the end
+    first_end = next(i for i, e in enumerate(events) if isinstance(e, models.TurnDetectionEndEvent))
+    early = [e for e in events[:first_end] if isinstance(e, models.TranscriptionStreamTextDelta)]
+    assert len(early) >= 2
 
 
 @pytest.mark.asyncio
@@ -723,6 +729,35 @@ def test_strict_checker_flags_drift() -> None:
     nested = {"session": {"request_id": "r", "model": "m", "audio_format": {
         "encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}}}  # fmt: skip
     assert "channels" in checker.problems("ws:stt", "session.created", json.dumps(nested))[0]
+
+
+@pytest.mark.asyncio
+async def test_log_orders_overlapping_streams(emu: MistralEmulator) -> None:
+    """The pattern the cascade tests use: TTS starts while the agent stream still runs."""
+    emu.timing.token_interval_s = 0.03
+    emu.script = Script(turns=[Turn(reply="First clause, then a few more words to stream.")])
+    c = client(emu)
+    speech_task: asyncio.Task[Any] | None = None
+
+    async def speak(text: str) -> None:
+        st = await c.audio.speech.complete_async(
+            input=text, model=TTS_MODEL, voice_id="default", response_format="pcm", stream=True
+        )
+        async with st:
+            async for _ in st:
+                pass
+
+    stream = await c.beta.conversations.start_stream_async(model="mistral-small-latest", inputs="x")
+    async with stream:
+        async for ev in stream:
+            if isinstance(ev.data, models.MessageOutputEvent) and speech_task is None:
+                speech_task = asyncio.create_task(speak("First clause,"))
+    assert speech_task is not None
+    await speech_task
+    tts = emu.log.of("http", "/v1/audio/speech")[0]
+    llm_end = await emu.wait_for("http_end", "/v1/conversations")
+    llm_done = await emu.wait_for("sse_out", "conversation.response.done")
+    assert tts.at < llm_done.at <= llm_end.at
 
 
 @pytest.mark.asyncio
