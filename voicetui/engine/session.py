@@ -449,7 +449,7 @@ class ConversationEngine:
             return
         self._input_ended_at = time.monotonic()
         log.info("audio input ended")
-        if self._end_when_input_ends and self._talking:
+        if self._talking:  # the input is over, so is the turn
             await self.stop_talking()
 
     def _take_preroll(self) -> list[CaptureFrame]:

@@ -25,6 +25,7 @@ from voicetui.engine.events import (
     AssistantAudio,
     AssistantTextDelta,
     Event,
+    StateChanged,
     UserTranscript,
     event_to_dict,
     is_final,
@@ -37,7 +38,7 @@ SUFFIX = ".jsonl"
 
 def keeps(event: Event) -> bool:
     """True for the events a session transcript keeps (finals and turn/session markers)."""
-    if isinstance(event, AssistantAudio | AssistantTextDelta):
+    if isinstance(event, AssistantAudio | AssistantTextDelta | StateChanged):
         return False
     if isinstance(event, UserTranscript):
         return event.final

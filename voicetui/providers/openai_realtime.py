@@ -416,7 +416,12 @@ class OpenAIRealtimeSession:
 
     async def _seed(self) -> None:
         """Re-create the conversation so far as text items on the new server session."""
-        for role, _key, text in self._history:
+        entries = [(role, text) for role, _key, text in self._history]
+        keys = {key for _role, key, _text in self._history}
+        for reply in self._replies.values():  # a reply cut by the drop: what was generated
+            if not reply.finalized and reply.item_id not in keys:
+                entries.append(("assistant", reply.text))
+        for role, text in entries:
             if not text:
                 continue
             part = "input_text" if role == "user" else "output_text"
