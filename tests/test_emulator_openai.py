@@ -32,6 +32,7 @@ async def emu() -> AsyncIterator[OpenAIEmulator]:
     yield emulator
     await emulator.stop()
     assert not emulator.violations, "\n".join(map(str, emulator.violations))
+    assert not emulator.internal_errors, emulator.internal_errors
     assert not emulator.client_violations, "\n".join(map(str, emulator.client_violations))
 
 
@@ -558,3 +559,21 @@ async def test_session_expiry_sends_error_then_closes(emu: OpenAIEmulator) -> No
     assert [e.type for e in seen] == ["error"]
     assert seen[0].error.code == "session_expired"
     assert emu.sessions[-1].close_code == 1000
+
+
+async def test_switching_from_push_to_talk_to_vad_keeps_session_offsets(
+    emu: OpenAIEmulator,
+) -> None:
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await append_all(conn, silence(1000))  # written to the buffer, then dropped
+        await conn.input_audio_buffer.clear()
+        assert (await conn.recv()).type == "input_audio_buffer.cleared"
+        await conn.session.update(session=VAD_SESSION)
+        assert (await conn.recv()).type == "session.updated"
+        await append_all(conn, silence(500) + pcm16("hello again") + silence(500))
+        events = await collect_until(conn, "input_audio_buffer.speech_stopped")
+    started = events[0]
+    assert started.type == "input_audio_buffer.speech_started"
+    # offsets count all audio written this session: 1000 + 500 ms, minus 300 ms padding
+    assert 1200 - 5 <= started.audio_start_ms <= 1200 + 40

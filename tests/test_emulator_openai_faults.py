@@ -38,6 +38,7 @@ async def emu() -> AsyncIterator[OpenAIEmulator]:
     yield emulator
     await emulator.stop()
     assert not emulator.violations, "\n".join(map(str, emulator.violations))
+    assert not emulator.internal_errors, emulator.internal_errors
 
 
 def client_for(emu: OpenAIEmulator, **kw: Any) -> AsyncOpenAI:

@@ -241,6 +241,11 @@ class _Vad:
         self._pending = np.zeros(0, dtype=np.int16)
         self._consumed = 0  # absolute sample index of the start of _pending
 
+    @property
+    def position(self) -> int:
+        """Absolute sample index the next fed sample will have."""
+        return self._consumed + len(self._pending)
+
     def reset(self, at_sample: int) -> None:
         self.speaking = False
         self.voiced_run = 0
@@ -347,7 +352,7 @@ class RealtimeSession:
         n = self.events_sent
         if faults.malformed_after_events is not None and n >= faults.malformed_after_events:
             faults.malformed_after_events = None
-            await self.ws.send_str('{"type": "response.output_audio.delta", "event_id": ')
+            await self._raw('{"type": "response.output_audio.delta", "event_id": ')
             self.emu.log.add(
                 LogEntry(
                     time.monotonic(),
@@ -364,11 +369,18 @@ class RealtimeSession:
                 "event_id": self.emu.new_event_id(),
                 "detail": "an event type this SDK version does not know",
             }
-            await self.ws.send_str(json.dumps(frame))  # deliberately not strict-checked
+            await self._raw(json.dumps(frame))  # deliberately not strict-checked
             self.emu.log_ws("ws_out", frame, self.id)
         if faults.drop_after_events is not None and n >= faults.drop_after_events:
             faults.drop_after_events = None
             await self.drop(faults.drop_close_code)
+
+    async def _raw(self, text: str) -> None:
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            self.closed = True
+            raise _Closed from exc
 
     async def drop(self, code: int) -> None:
         """Close abnormally. 1005/1006 cannot travel in a close frame: cut TCP instead."""
@@ -421,9 +433,16 @@ class RealtimeSession:
             await self.ws.close(code=self.close_code, message=b"session expired")
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        """Run ``coro`` alongside the receive loop; a closed socket ends it quietly."""
+
+        async def guarded() -> None:
+            with contextlib.suppress(_Closed, ConnectionError):
+                await coro
+
+        task: asyncio.Task[None] = asyncio.ensure_future(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: coro.close())  # cancelled before it ever ran
         return task
 
     async def shutdown(self) -> None:
@@ -464,7 +483,18 @@ class RealtimeSession:
                 param="type",
             )
             return
-        await handler(event, client_event_id)
+        try:
+            await handler(event, client_event_id)
+        except (_Closed, ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # an emulator bug or input it does not model: say so
+            self.emu.internal_errors.append(f"{etype}: {exc!r}")
+            await self.error(
+                "server_error",
+                f"The server had an error while processing {etype}.",
+                client_event_id=client_event_id,
+                err_type="server_error",
+            )
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any], str | None], Any]]:
         return {
@@ -559,11 +589,14 @@ class RealtimeSession:
             raw = raw[:-1]
         self.audio_bytes_received += len(raw)
         self.buffer += raw
+        start_sample = self.total_samples
         self.total_samples += len(raw) // 2
         td = self.turn_detection
         if td is None or td.get("type") not in ("server_vad", "semantic_vad"):
             return
         td = effective_vad(td)
+        if self.vad.position != start_sample:  # VAD just switched on: start from here
+            self.vad.reset(start_sample)
         samples = np.frombuffer(raw, dtype="<i2")
         for kind, at in self.vad.feed(samples, td):
             if kind == "start":
@@ -1252,6 +1285,7 @@ class OpenAIEmulator(EmulatorServer):
         self.strict = strict
         self.violations: list[Violation] = []
         self.client_violations: list[Violation] = []
+        self.internal_errors: list[str] = []  # handler crashes (answered with server_error)
         self.sessions: list[RealtimeSession] = []
         self.accepted_keys: set[str] | None = None
         self.insufficient_quota = False
