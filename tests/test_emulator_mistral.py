@@ -780,6 +780,7 @@ def test_thread_fixture_and_cli(mistral_emulator_thread: MistralEmulator) -> Non
 
     with Mistral(api_key=KEY, server_url=mistral_emulator_thread.base_url, timeout_ms=3000) as c:
         assert c.models.list().data
+    assert mistral_emulator_thread.wait_for_sync("http_end", "/v1/models").status == 200
 
     port = free_port()
     t0 = time.monotonic()

@@ -328,18 +328,30 @@ class MistralEmulator(EmulatorServer):
         """Wait until the log holds ``count`` entries of ``kind`` whose event type equals
         ``what`` or whose path starts with it; return the ``count``-th one."""
         deadline = time.monotonic() + timeout
-        while True:
-            hits = [
-                e
-                for e in self.log.entries
-                if e.kind == kind
-                and (what is None or e.event_type == what or e.path.startswith(what))
-            ]
-            if len(hits) >= count:
-                return hits[count - 1]
+        while (hit := self._find(kind, what, count)) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {kind} {what or ''} x{count} within {timeout} s")
             await asyncio.sleep(0.005)
+        return hit
+
+    def wait_for_sync(
+        self, kind: str, what: str | None = None, timeout: float = 5.0, count: int = 1
+    ) -> LogEntry:
+        """:meth:`wait_for` for synchronous callers (e.g. with ``start_in_thread``)."""
+        deadline = time.monotonic() + timeout
+        while (hit := self._find(kind, what, count)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {kind} {what or ''} x{count} within {timeout} s")
+            time.sleep(0.005)
+        return hit
+
+    def _find(self, kind: str, what: str | None, count: int) -> LogEntry | None:
+        hits = [
+            e
+            for e in self.log.entries
+            if e.kind == kind and (what is None or e.event_type == what or e.path.startswith(what))
+        ]
+        return hits[count - 1] if len(hits) >= count else None
 
     # -- app ---------------------------------------------------------------------------------
 
