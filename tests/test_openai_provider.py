@@ -11,7 +11,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,8 @@ class Run:
         self.events: list[Event] = []
         self.engine.subscribe(self.events.append)
 
-    async def run(self, timeout: float = 40) -> SessionEnded:
-        async with asyncio.timeout(timeout):
+    async def run(self, limit_s: float = 40) -> SessionEnded:
+        async with asyncio.timeout(limit_s):
             return await self.engine.run()
 
     def of(self, kind: type[Any]) -> list[Any]:
@@ -148,6 +148,15 @@ class Run:
             elif isinstance(e, AssistantTextFinal):
                 out.append(("assistant", e.text))
         return out
+
+
+async def until(predicate: Callable[[], bool], limit_s: float = 20.0) -> None:
+    """Poll ``predicate`` every 10 ms; fail after ``limit_s``."""
+    for _ in range(int(limit_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
 
 
 def sent(emu: OpenAIEmulator, event_type: str) -> list[dict[str, Any]]:
@@ -338,7 +347,7 @@ async def test_barge_in_cuts_playback_and_truncates_at_what_was_played(
     settings = settings_for(emu, "server_vad")
     run = Run(emu, tmp_path, settings, clip, realtime=True, output_device="pulse")
     with record_speaker(tmp_path / "speaker.wav") as rec:
-        ended = await run.run(timeout=60)
+        ended = await run.run(limit_s=60)
     assert ended.code == "input_finished", run.of(ErrorEvent)
 
     (interrupted,) = run.of(Interrupted)
@@ -383,8 +392,7 @@ async def test_interrupt_key_and_talk_key_cut_the_reply(
     engine = run.engine
 
     async def drive() -> None:
-        while not run.of(AssistantAudio):
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(run.of(AssistantAudio)))
         await asyncio.sleep(0.4)
         await engine.interrupt()
         await asyncio.sleep(0.3)
@@ -419,18 +427,15 @@ async def test_talk_key_while_assistant_speaks_interrupts_first(
     engine = run.engine
 
     async def drive() -> None:
-        while not engine.talking:
-            await asyncio.sleep(0.01)
+        await until(lambda: engine.talking)
         await asyncio.sleep(0.7)  # ~0.7 s of the clip: the first turn
         await engine.stop_talking()
-        while not run.of(AssistantAudio):
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(run.of(AssistantAudio)))
         await asyncio.sleep(0.3)
         await engine.start_talking()  # key down while the reply plays
         await asyncio.sleep(0.4)
         await engine.stop_talking()
-        while len(run.of(AssistantTextFinal)) < 2:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(run.of(AssistantTextFinal)) >= 2)
         await engine.end()
 
     driver = asyncio.create_task(drive())
@@ -518,9 +523,8 @@ async def test_socket_drop_mid_reply_reconnects_with_one_continuous_transcript(
         "content": [{"type": "input_text", "text": "Hello there."}],
     }
     assert [s["role"] for s in seeded] == ["user", "assistant"]
-    assert [e.event_type for e in emu.log.of("ws_in") if e.conversation_id == second][
-        0
-    ] == "session.update"
+    first_sent = next(e for e in emu.log.of("ws_in") if e.conversation_id == second)
+    assert first_sent.event_type == "session.update"
     # one continuous transcript file, each line once
     stored = conversation_lines(run.store.load(run.engine.session_id))
     assert [(ln.role, ln.text) for ln in stored] == lines

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from voicetui import paths
 from voicetui.engine.events import (
@@ -56,28 +56,30 @@ class JsonlWriter:
         self.path = path
         self._keep = keep
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def append(self, event: Event) -> None:
-        """Write ``event`` if kept; make it durable if it is final."""
-        if self._file is None or not self._keep(event):
+        """Write ``event`` if kept; make it durable if it is final.
+
+        Each line goes out in one unbuffered ``write`` (O_APPEND), so a crash can never
+        leave half a line behind, whatever the process was doing.
+        """
+        if self._fd is None or not self._keep(event):
             return
-        self._file.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
+        line = json.dumps(event_to_dict(event), ensure_ascii=False) + "\n"
+        os.write(self._fd, line.encode("utf-8"))
         if is_final(event):
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        """Flush, fsync and close (idempotent)."""
-        if self._file is None:
+        """Fsync and close (idempotent)."""
+        if self._fd is None:
             return
+        fd, self._fd = self._fd, None
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(fd)
         finally:
-            self._file.close()
-            self._file = None
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
