@@ -421,12 +421,17 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voicetui`` console script. Returns the exit code."""
-    from voicetui.config import ConfigError
-    from voicetui.keys import InvalidKey, KeyringUnavailable
-
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "keys":
+            # Do not echo them: someone just typed their key on the command line.
+            parser.error(
+                f"`keys {args.keys_command}` takes no key argument ({len(extra)} extra argument(s)"
+                " not shown): the key is read from stdin or a hidden prompt, never from argv"
+            )
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
@@ -446,14 +451,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ConfigError, UsageError, InvalidKey) as err:
-        _err(str(err))
-        return EXIT_USAGE
-    except KeyringUnavailable as err:
-        _err(str(err))
-        return EXIT_FAIL
     except BrokenPipeError:
         return EXIT_FAIL
+    except Exception as err:
+        code = _known_error_code(err)
+        if code is None:
+            raise
+        _err(str(err))
+        return code
+
+
+def _known_error_code(err: BaseException) -> int | None:
+    """Exit code for the errors that are the user's to fix (one-line messages), else None.
+
+    Looked up in ``sys.modules`` so that commands which never load the config (``specs``,
+    ``keys set``) do not pay for importing it: an error class not imported was not raised.
+    """
+    if isinstance(err, UsageError):
+        return EXIT_USAGE
+    config = sys.modules.get("voicetui.config")
+    keys = sys.modules.get("voicetui.keys")
+    if config is not None and isinstance(err, config.ConfigError):
+        return EXIT_USAGE
+    if keys is not None and isinstance(err, keys.InvalidKey):
+        return EXIT_USAGE
+    if keys is not None and isinstance(err, keys.KeyringUnavailable):
+        return EXIT_FAIL
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
