@@ -786,8 +786,8 @@ def test_thread_fixture_and_cli(mistral_emulator_thread: MistralEmulator) -> Non
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "voicetui.testing.emulators.mistral", "--port", str(port),
-         "--reply", "From the command line.", "--pace", "0"],
-        stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+         "--reply", "From the command line.", "--pace", "0", "--strict"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -802,6 +802,5 @@ def test_thread_fixture_and_cli(mistral_emulator_thread: MistralEmulator) -> Non
         assert started < 3.0  # interpreter start-up included; in-process start is ~10 ms
     finally:
         proc.terminate()
-        proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _, err = proc.communicate(timeout=5)
+        assert "STRICT" not in err

@@ -60,6 +60,7 @@ import contextlib
 import io
 import json
 import math
+import sys
 import time
 import wave
 from collections.abc import Awaitable, Callable
@@ -863,13 +864,23 @@ class MistralEmulator(EmulatorServer):
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator until interrupted (for manual runs and benchmarks)."""
     parser = argparse.ArgumentParser(prog="python -m voicetui.testing.emulators.mistral")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--pace", type=float, default=1.0, help="TTS audio pace (0 = unpaced)")
-    parser.add_argument("--transcript-delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--token-delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--token-interval", type=float, default=0.0, metavar="S")
-    parser.add_argument("--audio-delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--tool-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument(
+        "--pace", type=float, default=1.0, help="TTS audio pace: 1 real time, 0 unpaced"
+    )
+    parser.add_argument(
+        "--transcript-delay", type=float, default=0.0, metavar="S", help="first STT result"
+    )
+    parser.add_argument("--token-delay", type=float, default=0.0, metavar="S", help="first token")
+    parser.add_argument(
+        "--token-interval", type=float, default=0.0, metavar="S", help="between reply words"
+    )
+    parser.add_argument(
+        "--audio-delay", type=float, default=0.0, metavar="S", help="first TTS audio"
+    )
+    parser.add_argument(
+        "--tool-delay", type=float, default=0.0, metavar="S", help="web search duration"
+    )
     parser.add_argument("--reply", action="append", help="assistant reply (repeat per turn)")
     parser.add_argument("--user-text", action="append", help="user transcript (repeat per turn)")
     parser.add_argument(
@@ -882,7 +893,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="check every event against the SDK")
     args = parser.parse_args(argv)
 
-    emu = MistralEmulator(port=args.port, strict=args.strict)
+    emu = MistralEmulator(port=args.port)
+    if args.strict:
+        emu.enable_strict().on_violation = lambda v: print(f"STRICT: {v}", file=sys.stderr)
     emu.timing.audio_pace = args.pace
     emu.timing.first_transcript_delay_s = args.transcript_delay
     emu.timing.first_token_delay_s = args.token_delay

@@ -12,6 +12,7 @@ recorded as a one-line violation; nothing raises, so a test asserts ``emu.violat
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -111,9 +112,10 @@ def _unknown_keys(model: Any, raw: Any, where: str) -> list[str]:
 class StrictChecker:
     """Collects strict-validation violations of emitted events and bodies (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_violation: Callable[[str], None] | None = None) -> None:
         self.violations: list[str] = []
         self.checked = 0
+        self.on_violation = on_violation  # e.g. print them when running from the CLI
         self._lock = threading.Lock()
 
     def check(self, channel: str, event_type: str, text: str) -> None:
@@ -122,6 +124,9 @@ class StrictChecker:
         with self._lock:
             self.checked += 1
             self.violations += problems
+        if self.on_violation is not None:
+            for problem in problems:
+                self.on_violation(problem)
 
     def problems(self, channel: str, event_type: str, text: str) -> list[str]:
         """The violations of one JSON text (empty when it is valid)."""
