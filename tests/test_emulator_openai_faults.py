@@ -438,3 +438,36 @@ async def test_unknown_url_is_an_openai_404(emu: OpenAIEmulator) -> None:
     assert info.value.status_code == 404
     assert info.value.message.startswith("Error code: 404")
     assert "Invalid URL (GET /v1/files)" in str(info.value.body)
+
+
+def test_every_event_type_in_the_source_is_known_to_the_sdk() -> None:
+    """A static net under the per-frame checks: rarely-run paths cannot carry a typo."""
+    import re
+    from pathlib import Path
+
+    import voicetui.testing.emulators.openai as module
+    from voicetui.testing.emulators.strict_openai import (
+        client_event_classes,
+        server_event_classes,
+    )
+
+    source = Path(module.__file__).read_text()
+    prefixes = "session|conversation|input_audio_buffer|response|rate_limits|output_audio_buffer"
+    names = set(re.findall(rf'"((?:{prefixes})\.[a-z_.]+)"', source))
+    client = set(client_event_classes())
+    params = set(re.findall(r'param=f?"([^"]+)"', source))  # error params, not events
+    emitted = names - client - params
+    unknown = emitted - {"emulator.unknown_future_event"} - set(server_event_classes())
+    assert not unknown, unknown
+    assert {"response.output_text.delta", "response.output_audio_transcript.delta"} <= emitted
+    assert len(emitted) >= 28  # the regex really found the catalogue
+
+
+@pytest.mark.asyncio
+async def test_starts_well_under_a_second() -> None:
+    started = time.monotonic()
+    emu = OpenAIEmulator()
+    await emu.start()
+    elapsed = time.monotonic() - started
+    await emu.stop()
+    assert elapsed < 0.5
