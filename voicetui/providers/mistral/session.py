@@ -466,11 +466,8 @@ class MistralSession:
             now = time.monotonic()
             if now >= deadline:
                 break
-            if (
-                turn.partial.strip()
-                and turn.last_delta_at
-                and now - turn.last_delta_at >= FINAL_QUIET_S
-            ):
+            quiet_since = max(turn.last_delta_at, turn.ended_at or now)
+            if turn.partial.strip() and now - quiet_since >= FINAL_QUIET_S:
                 break  # deltas but no `done`: take what we have
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(turn.got_final.wait(), timeout=0.05)
