@@ -471,3 +471,46 @@ async def test_starts_well_under_a_second() -> None:
     elapsed = time.monotonic() - started
     await emu.stop()
     assert elapsed < 0.5
+
+
+@pytest.mark.asyncio
+async def test_failed_transcription_and_failed_response(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [Turn(user_text="lost", reply="Never said."), Turn(reply="Said.")]
+    emu.fail_transcriptions = 1
+    emu.fail_responses = 1
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "turn_detection": None,
+                        "transcription": {"model": "gpt-4o-transcribe"},
+                    }
+                },
+            }
+        )
+        assert (await conn.recv()).type == "session.updated"
+        await conn.input_audio_buffer.append(audio=base64.b64encode(bytes(4800 * 3)).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events: list[Any] = []
+        async for event in conn:
+            events.append(event)
+            if event.type == "response.done":
+                break
+        names = [e.type for e in events]
+        failed = events[names.index("conversation.item.input_audio_transcription.failed")]
+        assert failed.error.code == "audio_unintelligible"
+        assert "conversation.item.input_audio_transcription.completed" not in names
+        done = events[-1]
+        assert done.response.status == "failed"
+        assert done.response.status_details.error.type == "server_error"
+        assert done.response.output == []
+        # both knobs are spent: the next turn works
+        await conn.response.create()
+        async for event in conn:
+            if event.type == "response.done":
+                assert event.response.status == "completed"
+                break

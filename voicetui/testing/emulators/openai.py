@@ -26,7 +26,10 @@ Scripting (per test):
 * Emulator attributes: ``accepted_keys`` (None = any non-empty bearer), ``insufficient_quota``
   (429 bodies say so, with ``x-should-retry: false``), ``ws_reject_mode`` (``"http"`` or
   ``"error_close"``: accept, ``error`` event ``invalid_api_key``, close 1008),
-  ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows).
+  ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows),
+  ``session_max_s`` (then ``error`` ``session_expired`` and a close with
+  ``session_expiry_close_code``), ``fail_transcriptions`` / ``fail_responses`` (next N input
+  transcriptions fail / responses end ``failed`` with a ``server_error``).
 
 Observing: ``emu.log`` (kinds ``http``, ``ws_open``, ``ws_in``, ``ws_out``, ``ws_close``; audio
 payloads replaced by their size, never the Authorization value), ``await emu.wait_for(kind,
@@ -770,6 +773,22 @@ class RealtimeSession:
     ) -> None:
         timing = self.emu.timing
         await self.emu.pace(timing.first_transcript_delay_s)
+        if self.emu.fail_transcriptions > 0:
+            self.emu.fail_transcriptions -= 1
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "error": {
+                        "type": "transcription_error",
+                        "code": "audio_unintelligible",
+                        "message": "Audio could not be transcribed",
+                        "param": None,
+                    },
+                }
+            )
+            return
         model = str(config.get("model") or "gpt-4o-transcribe")
         text = turn.user_text
         if model == DIARIZE_MODEL:
@@ -1080,6 +1099,10 @@ class RealtimeSession:
                 ],
             }
         )
+        if self.emu.fail_responses > 0:
+            self.emu.fail_responses -= 1
+            await self._fail_response(record, params)
+            return
         item = self._assistant_item(record, "in_progress", with_content=False)
         self.items[record.item_id] = item
         common = {
@@ -1206,6 +1229,23 @@ class RealtimeSession:
         self.idle_from = self.total_samples + int(record.sent_audio_bytes // 2)
         await self.send({"type": "response.done", "response": body})
 
+    async def _fail_response(self, record: ResponseRecord, params: dict[str, Any]) -> None:
+        """A server-side failure: no output, ``response.done`` with status ``failed``."""
+        record.status = "failed"
+        record.reason = "server_error"
+        body = self._response_body(record, params)
+        body["status_details"] = {
+            "type": "failed",
+            "error": {
+                "type": "server_error",
+                "code": "server_error",
+                "message": "The server had an error while processing your request.",
+            },
+        }
+        body["usage"] = self._usage(record)
+        self.active = None
+        await self.send({"type": "response.done", "response": body})
+
     def _usage(self, record: ResponseRecord) -> dict[str, Any]:
         text_in = sum(
             len(str(p.get("text") or p.get("transcript") or "").split())
@@ -1286,6 +1326,9 @@ class OpenAIEmulator(EmulatorServer):
         self.violations: list[Violation] = []
         self.client_violations: list[Violation] = []
         self.internal_errors: list[str] = []  # handler crashes (answered with server_error)
+        # scripted server-side failures, counted down as they fire
+        self.fail_transcriptions = 0  # -> ...input_audio_transcription.failed
+        self.fail_responses = 0  # -> response.done status "failed" (server_error)
         self.sessions: list[RealtimeSession] = []
         self.accepted_keys: set[str] | None = None
         self.insufficient_quota = False
