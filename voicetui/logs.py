@@ -21,7 +21,9 @@ _PATTERNS = (
     (re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"), r"\1" + REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + REDACTED),
     (
-        re.compile(r"(?i)((?:api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s'\",;]+"),
+        re.compile(
+            r"(?i)((?:api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s'\",;]+"
+        ),
         r"\1" + REDACTED,
     ),
 )
