@@ -53,12 +53,16 @@ def test_jitter_buffer_prebuffers_then_plays_and_counts_frames() -> None:
     jb.push("a", np.full(240, 0.5, np.float32), now=0.0)  # 10 ms < 20 ms pre-buffer
     assert jb.pull(out, now=0.005) == 0 and not out.any()
     jb.push("a", np.full(240, 0.5, np.float32), now=0.006)
-    assert jb.pull(out, now=0.010) == BLOCK and np.allclose(out, 0.5)
+    # 20 ms queued, but only 10 ms *before the newest chunk*: no cushion for the next one yet
+    assert jb.pull(out, now=0.010) == 0
+    jb.push("a", np.full(240, 0.5, np.float32), now=0.012)  # a burst: the source runs ahead
+    assert jb.pull(out, now=0.013) == BLOCK and np.allclose(out, 0.5)
     assert jb.played_frames("a") == BLOCK
     events = jb.take_events()
     assert [e[0] for e in events] == [FIRST_AUDIO]
     assert jb.pull(out, now=0.020) == BLOCK
-    assert jb.pull(out, now=0.030) == 0  # end of item: drained, not an underrun
+    assert jb.pull(out, now=0.030) == BLOCK
+    assert jb.pull(out, now=0.040) == 0  # end of item: drained, not an underrun
     assert [e[0] for e in jb.take_events()] == [DRAINED]
     assert jb.underruns == 0 and not jb.is_active()
 

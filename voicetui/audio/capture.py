@@ -55,6 +55,7 @@ class DeviceInput:
         self.overflows = 0
         self.dropped_frames = 0  # frames dropped because nobody consumed them
         self.queue_latency_s = SampleRing()  # callback -> frame on the loop, for the benchmark
+        self.process_s = SampleRing()  # loop-side work per block (resample, level, VAD)
         self._builder = FrameBuilder(
             block_ms, preroll_ms, Vad(vad_mode) if vad_mode is not None else None
         )
@@ -83,12 +84,14 @@ class DeviceInput:
         self.rate = rate
         self.device_name = dev.name
         self._resampler = StreamResampler(rate, ENGINE_RATE)
+        # at the engine rate the device hands over int16 directly: no conversion at all
+        dtype = "int16" if self._resampler.passthrough else "float32"
         try:
             stream = sd.InputStream(
                 device=dev.index,
                 samplerate=rate,
                 channels=1,
-                dtype="float32",
+                dtype=dtype,
                 blocksize=max(1, round(rate * self.block_ms / 1000)),
                 latency=self.latency,
                 callback=self._callback,
@@ -177,9 +180,10 @@ class DeviceInput:
         self.queue_latency_s.record(now - t_callback)
         if overflow:
             self.overflows += 1
-        data = self._resampler.process(block)
-        for frame in self._builder.feed(to_int16(data), now):
+        pcm = block if block.dtype == np.int16 else to_int16(self._resampler.process(block))
+        for frame in self._builder.feed(pcm, now):
             self._put(frame)
+        self.process_s.record(time.monotonic() - now)
 
     def _put(self, frame: CaptureFrame | None) -> None:
         try:

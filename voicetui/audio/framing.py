@@ -36,8 +36,12 @@ class FrameBuilder:
             pcm = np.concatenate((self._carry, pcm))
         frames: list[CaptureFrame] = []
         n_full = len(pcm) // self.block * self.block
+        whole = n_full == len(pcm) and not len(self._carry)
         for start in range(0, n_full, self.block):
-            block = pcm[start : start + self.block].copy()
+            # a block that is the caller's whole array is not copied (the callback copied it)
+            block = (
+                pcm if whole and n_full == self.block else pcm[start : start + self.block].copy()
+            )
             rms, peak = rms_peak_dbfs(block)
             speech = self._vad.classify_block(block, rms) if self._vad is not None else None
             self.level_dbfs, self.peak_dbfs, self.speech = rms, peak, speech

@@ -3,8 +3,9 @@
 Chunks arrive on the event loop (``push``); a real-time consumer (the PortAudio callback, or
 the WAV pacer) takes fixed blocks out (``pull``). Rules:
 
-* playback starts on the first chunk once ``prebuffer`` is queued, or once the first queued
-  sample has waited ``prebuffer`` long (a short item must not wait forever);
+* playback starts once ``prebuffer`` is queued *before* the newest chunk (the source is
+  running ahead: a burst), or once the oldest queued sample has waited ``prebuffer`` long, so
+  the cushion against the next chunk's lateness is ``prebuffer`` whatever the chunk size;
 * an *underrun* is the buffer running dry in the middle of an item (more audio for the same
   item arrives after it emptied); each one grows the pre-buffer by one step, up to a cap;
   running dry at the end of an item is not an underrun;
@@ -172,18 +173,21 @@ class JitterBuffer:
                 written = k
                 if self._fade_pos >= len(fade):
                     self._fade = None
-            if (
-                not self._playing
-                and self._buffered > 0
-                and (
-                    self._buffered >= self._prebuffer
-                    or (
-                        self._pending_since is not None
-                        and (now - self._pending_since) * self.rate >= self._prebuffer
-                    )
+            if not self._playing and self._buffered > 0:
+                # Start once the audio queued *before the newest chunk* covers the pre-buffer
+                # (a burst: the next chunk already came, so the source runs ahead), or once
+                # the oldest queued sample has waited the pre-buffer. Counting the newest
+                # chunk too would make a big chunk start at once with no cushion for the
+                # next one's lateness.
+                newest = self._chunks[-1]
+                older = self._buffered - (len(newest.data) - newest.pos)
+                waited = (
+                    (now - self._pending_since) * self.rate
+                    if self._pending_since is not None
+                    else 0.0
                 )
-            ):
-                self._playing = True
+                if older >= self._prebuffer or waited >= self._prebuffer:
+                    self._playing = True
             if self._playing:
                 chunks = self._chunks
                 while written < n and chunks:

@@ -53,6 +53,7 @@ class DeviceOutput:
         self.device_name = ""
         self.callback_seconds = SampleRing()  # callback run time, for the benchmark
         self.xruns = 0  # PortAudio output_underflow flags (device-level)
+        self.dac_ahead_s = 0.0  # latest callback: how far ahead of the DAC it writes
         self._jb = JitterBuffer(
             ENGINE_RATE, prebuffer_ms=prebuffer_ms, max_prebuffer_ms=max_prebuffer_ms
         )
@@ -219,6 +220,7 @@ class DeviceOutput:
         self._last_callback = now
         if status.output_underflow:
             self.xruns += 1
+        self.dac_ahead_s = time_info.outputBufferDacTime - time_info.currentTime
         jb = self._jb
         jb.pull(outdata[:, 0], now)
         if jb._events:  # unlocked peek; take_events locks

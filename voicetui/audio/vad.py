@@ -5,8 +5,9 @@ webrtcvad (``webrtcvad-wheels``): a GMM detector from WebRTC, a few tens of micr
 accurate in noise but needs onnxruntime or torch (tens to hundreds of MB) and a model file;
 for barge-in gating and end-of-turn on a desktop mic, webrtcvad is the right trade.
 
-webrtcvad accepts 8/16/32/48 kHz only, not our 24 kHz: each sample is repeated once to make
-48 kHz. That is exact enough for the detector, which low-passes and decimates to 8 kHz inside.
+webrtcvad accepts 8/16/32/48 kHz only, not our 24 kHz. Frames are decimated 3:1 to 8 kHz (the
+detector's native rate, ~15x cheaper than feeding it 48 kHz) after a 3-tap average, a crude
+anti-alias filter with its first null at 8 kHz; the detector only looks below 4 kHz anyway.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class Vad:
         """Classify one frame; its length must be 10, 20 or 30 ms at 24 kHz."""
         if level_dbfs is not None and level_dbfs < self.min_level_dbfs:
             return False
-        up = np.repeat(np.ascontiguousarray(frame, dtype=np.int16), 2)
-        return bool(self._vad.is_speech(up.tobytes(), 2 * ENGINE_RATE))
+        n = len(frame) // 3 * 3
+        low = frame[:n].reshape(-1, 3).mean(axis=1, dtype=np.float32).astype(np.int16)
+        return bool(self._vad.is_speech(low.tobytes(), ENGINE_RATE // 3))
 
     def classify_block(self, block: Int16Array, level_dbfs: float | None = None) -> bool | None:
         """Any speech in a block made of 10/20/30 ms frames; None if the length does not fit."""
