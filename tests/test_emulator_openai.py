@@ -577,3 +577,28 @@ async def test_switching_from_push_to_talk_to_vad_keeps_session_offsets(
     assert started.type == "input_audio_buffer.speech_started"
     # offsets count all audio written this session: 1000 + 500 ms, minus 300 ms padding
     assert 1200 - 5 <= started.audio_start_ms <= 1200 + 40
+
+
+async def test_max_output_tokens_ends_incomplete(emu: OpenAIEmulator) -> None:
+    emu.script.turns = [
+        Turn(reply="A fairly long reply that will not fit in the token cap at all.")
+    ]
+    async with client_for(emu).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, PTT_SESSION)
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "q"}],
+            }
+        )
+        await conn.response.create(response={"max_output_tokens": 20})
+        events = await collect_until(conn, "response.done")
+    done = events[-1]
+    assert done.response.status == "incomplete"
+    assert done.response.status_details.type == "incomplete"
+    assert done.response.status_details.reason == "max_output_tokens"
+    assert done.response.max_output_tokens == 20
+    assert done.response.output[0].status == "incomplete"
+    assert types_of(events)[-6:] == CLOSE_ORDER
+    assert 0 < done.response.usage.output_tokens <= 20 + 2

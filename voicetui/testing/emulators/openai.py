@@ -101,6 +101,12 @@ def default_turn_detection() -> dict[str, Any]:
     }
 
 
+# how a response that stopped early ends (``response.done.status``)
+RESPONSE_STATUS_FOR_REASON = {
+    "turn_detected": "cancelled",
+    "client_cancelled": "cancelled",
+    "max_output_tokens": "incomplete",
+}
 SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 200}
 
 
@@ -1155,6 +1161,9 @@ class RealtimeSession:
         def cancelled() -> bool:
             return record.cancel_reason is not None
 
+        limit = params.get("max_output_tokens", self.config.get("max_output_tokens"))
+        budget = limit if isinstance(limit, int) else None
+        chunk_tokens = max(math.ceil(timing.chunk_ms / 50), 1)  # ~20 audio tokens per second
         for due, _frac, kind, payload in schedule:
             wait = started + due - time.monotonic()
             if wait > 0 and not cancelled():
@@ -1162,6 +1171,11 @@ class RealtimeSession:
                     await asyncio.wait_for(record.wake.wait(), wait)
             if cancelled() or self.closed:
                 break
+            if budget is not None:
+                budget -= 1 if kind == 0 else chunk_tokens
+                if budget < 0:  # the output token cap ends the response early
+                    record.cancel_reason = "max_output_tokens"
+                    break
             if kind == 0:
                 if await self.send(
                     {"type": delta_type, **common, "delta": payload}, skip_if=cancelled
@@ -1203,8 +1217,8 @@ class RealtimeSession:
             await self.send({"type": "response.output_text.done", **common, "text": text})
             part = {"type": "text", "text": text}
         await self.send({"type": "response.content_part.done", **common, "part": part})
-        status = "incomplete" if reason else "completed"
-        item = self._assistant_item(record, status, with_content=True)
+        item_status = "incomplete" if reason else "completed"
+        item = self._assistant_item(record, item_status, with_content=True)
         self.items[record.item_id] = item
         await self.send(
             {
@@ -1217,12 +1231,13 @@ class RealtimeSession:
         await self.send(
             {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
         )
-        record.status = "cancelled" if reason else "completed"
+        status = RESPONSE_STATUS_FOR_REASON.get(reason, "completed") if reason else "completed"
+        record.status = status
         record.reason = reason
         body = self._response_body(record, params)
         body["output"] = [item]
         if reason:
-            body["status_details"] = {"type": "cancelled", "reason": reason}
+            body["status_details"] = {"type": status, "reason": reason}
         body["usage"] = self._usage(record)
         self.active = None  # a new response may start as soon as done is out
         # idle timeout counts from when the reply would have finished playing
