@@ -100,9 +100,11 @@ class _Socket:
         self.model = request.query.get("model", "")
 
     def emit(self, event: dict[str, Any] | object, not_before: float = 0.0) -> None:
+        """Queue an event (or a job / ``_CLOSE``), not to be sent before ``not_before``."""
         self.queue.put_nowait((not_before, event))
 
     async def writer(self) -> None:
+        """Send queued events in order, honouring their not-before times."""
         while True:
             not_before, item = await self.queue.get()
             delay = not_before - time.monotonic()
@@ -125,9 +127,11 @@ class _Socket:
         """Subclasses turn non-event queue items (jobs) into events."""
 
     async def handle(self, msg: dict[str, Any]) -> None:
+        """React to one client frame."""
         raise NotImplementedError
 
     async def run(self) -> web.StreamResponse:
+        """Serve the connection: handshake faults, then read frames until the close."""
         rejected = await _reject(self.emu, self.request)
         if rejected is not None:
             return rejected
@@ -176,6 +180,7 @@ class _Socket:
         """Queue the first events (``session.created``)."""
 
     def error_event(self, message: str, code: int) -> dict[str, Any]:
+        """A realtime ``error`` event."""
         return {"type": "error", "error": {"message": message, "code": code}}
 
     def _log_in(self, event_type: str, body: dict[str, Any], audio_bytes: int) -> None:
@@ -262,6 +267,7 @@ class TranscriptionSocket(_Socket):
             self.emit(self.error_event(f"Unknown message type: {kind}", 4002))
 
     def update(self, patch: dict[str, Any]) -> None:
+        """Apply a ``session.update`` and answer ``session.updated``."""
         if self.stream_t > 0 or self.carry.size:
             late = [k for k in ("audio_format", "target_streaming_delay_ms") if k in patch]
             if late:
@@ -286,6 +292,7 @@ class TranscriptionSocket(_Socket):
     # -- audio → events -----------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        """Decode appended audio and run it through the 20 ms windows."""
         fmt = self.session["audio_format"]
         rate = int(fmt.get("sample_rate", 16000))
         pcm = decode_pcm(data, str(fmt.get("encoding", "pcm_s16le")))
@@ -297,6 +304,7 @@ class TranscriptionSocket(_Socket):
         self.emit_due()
 
     def open_utterance(self) -> _Utterance:
+        """Start a new utterance at the current stream time."""
         self.utt = _Utterance(opened_at=self.stream_t)
         return self.utt
 
@@ -311,6 +319,7 @@ class TranscriptionSocket(_Socket):
         utt.speech_wall = time.monotonic()
 
     def window(self, loud: bool) -> None:
+        """Advance one 20 ms window (``loud``: above the speech threshold)."""
         self.stream_t += WINDOW_S
         td = self.turn_detection
         if td is None:  # push-to-talk: every appended block belongs to the open utterance
@@ -360,6 +369,7 @@ class TranscriptionSocket(_Socket):
         return wall + self.emu.timing.first_transcript_delay_s
 
     def emit_due(self, final: bool = False) -> None:
+        """Queue the words due so far (all of them when ``final``)."""
         utt = self.utt
         if utt is None:
             return
@@ -381,6 +391,7 @@ class TranscriptionSocket(_Socket):
         utt.sent = due
 
     def close_utterance(self) -> None:
+        """Queue the utterance's segment and ``transcription.done``."""
         utt = self.utt
         self.utt = None
         self.loud_run = 0
