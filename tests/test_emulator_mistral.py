@@ -234,6 +234,9 @@ async def test_cascade_turn_rest(emu: MistralEmulator) -> None:
     )
     with wave.open(io.BytesIO(base64.b64decode(plain.audio_data))) as w:
         assert w.getframerate() == RATE and w.getnframes() == len(speech_like_pcm("Hi."))
+    with pytest.raises(errors.HTTPValidationError) as invalid:
+        await c.audio.speech.complete_async(input=" ", model=TTS_MODEL, stream=True)
+    assert invalid.value.data.detail and invalid.value.data.detail[0].msg
 
 
 @pytest.mark.asyncio

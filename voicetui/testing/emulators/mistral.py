@@ -446,6 +446,9 @@ class MistralEmulator(EmulatorServer):
         self, request: web.Request, status: int, detail: str, body: dict[str, Any] | None = None
     ) -> web.Response:
         self._log_http(request, status, body=body)
+        if status == 422:  # FastAPI-style validation body: the SDK raises HTTPValidationError
+            problem = {"loc": ["body"], "msg": detail, "type": "value_error"}
+            return web.json_response({"detail": [problem]}, status=status)
         return web.json_response({"detail": detail}, status=status)
 
     # -- models, voices ------------------------------------------------------------------------
@@ -593,6 +596,8 @@ class MistralEmulator(EmulatorServer):
         body = await request.json()
         text = str(body.get("input", ""))
         fmt = str(body.get("response_format") or "mp3")
+        if not text.strip():
+            return self._error(request, 422, "input must not be empty", body)
         if self.known_voice(body.get("voice_id")) is None and not body.get("ref_audio"):
             return self._error(request, 404, f"Voice {body.get('voice_id')!r} not found", body)
         self._log_http(request, 200, body=body)
