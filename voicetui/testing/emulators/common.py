@@ -122,6 +122,16 @@ class RequestLog:
         with self._lock:
             return list(self._entries)
 
+    def since(self, start: int) -> list[LogEntry]:
+        """Entries from index ``start`` on: cheap incremental polling of a long log."""
+        with self._lock:
+            return self._entries[start:]
+
+    def size(self) -> int:
+        """How many entries the log holds."""
+        with self._lock:
+            return len(self._entries)
+
     def of(self, kind: str | None = None, path: str | None = None) -> list[LogEntry]:
         return [
             e

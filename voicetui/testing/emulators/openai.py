@@ -1326,6 +1326,28 @@ def merge_session(current: dict[str, Any], update: dict[str, Any]) -> dict[str, 
     return merged
 
 
+class _LogWaiter:
+    """Counts matching log entries, scanning only what arrived since the last poll."""
+
+    def __init__(self, emu: OpenAIEmulator, kind: str, event_type: str | None, count: int):
+        self.log = emu.log
+        self.kind, self.event_type, self.count = kind, event_type, count
+        self.seen = 0
+        self.hits: list[LogEntry] = []
+
+    def poll(self) -> LogEntry | None:
+        if self.log.size() < self.seen:  # the log was cleared: start over
+            self.seen, self.hits = 0, []
+        fresh = self.log.since(self.seen)
+        self.seen += len(fresh)
+        self.hits += [
+            e
+            for e in fresh
+            if e.kind == self.kind and (self.event_type is None or e.event_type == self.event_type)
+        ]
+        return self.hits[self.count - 1] if len(self.hits) >= self.count else None
+
+
 class OpenAIEmulator(EmulatorServer):
     """The OpenAI Realtime + models API on 127.0.0.1 for the real ``openai`` SDK.
 
@@ -1422,39 +1444,28 @@ class OpenAIEmulator(EmulatorServer):
         timeout: float = 5.0,  # noqa: ASYNC109 - the team's agreed call shape
         count: int = 1,
     ) -> LogEntry:
-        """Wait until ``count`` log entries of ``kind`` with ``event_type`` exist; the last one.
-
-        Polls the thread-safe log, so it works whether the emulator runs in this loop or in
-        a thread.
-        """
+        """Wait until ``count`` log entries of ``kind`` (and ``event_type``, if given) exist;
+        returns the ``count``-th. Polls the thread-safe log incrementally, so it works whether
+        the emulator runs in this loop or in a thread, and stays cheap on long logs."""
+        waiter = _LogWaiter(self, kind, event_type, count)
         deadline = time.monotonic() + timeout
-        while True:
-            hits = self._hits(kind, event_type)
-            if len(hits) >= count:
-                return hits[count - 1]
+        while (hit := waiter.poll()) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {kind} {event_type!r} (x{count}) within {timeout}s")
             await asyncio.sleep(0.005)
+        return hit
 
     def wait_for_sync(
         self, kind: str, event_type: str | None = None, *, timeout: float = 5.0, count: int = 1
     ) -> LogEntry:
         """Blocking :meth:`wait_for` for synchronous tests (emulator in a thread)."""
+        waiter = _LogWaiter(self, kind, event_type, count)
         deadline = time.monotonic() + timeout
-        while True:
-            hits = self._hits(kind, event_type)
-            if len(hits) >= count:
-                return hits[count - 1]
+        while (hit := waiter.poll()) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {kind} {event_type!r} (x{count}) within {timeout}s")
             time.sleep(0.005)
-
-    def _hits(self, kind: str, event_type: str | None) -> list[LogEntry]:
-        return [
-            e
-            for e in self.log.entries
-            if e.kind == kind and (event_type is None or e.event_type == event_type)
-        ]
+        return hit
 
     def initial_session_config(self, session_id: str, model: str) -> dict[str, Any]:
         """What ``session.created`` reports (response layout, wire reference §3.3)."""
