@@ -59,21 +59,28 @@ class RedactingFormatter(logging.Formatter):
 
 
 def setup_logging(level: int | str = logging.INFO, path: Path | None = None) -> Path:
-    """Send the ``voicetui`` loggers (and SDK warnings) to the log file; idempotent.
+    """Send the ``voicetui`` loggers (and SDK warnings) to the log file; idempotent (a call
+    with another path moves the handler there).
 
     Returns the log file path. The file is created with mode 0600.
     """
     target = path or paths.log_file()
     with _lock:
-        if "file" in _installed:
-            logging.getLogger().setLevel(level)
-            return target
+        root = logging.getLogger()
+        current = _installed.get("file")
+        if isinstance(current, logging.FileHandler):
+            if current.baseFilename == str(target.absolute()):
+                root.setLevel(level)
+                return target
+            # a different log file (another config/state dir): move over to it
+            root.removeHandler(current)
+            current.close()
+            del _installed["file"]
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(fd)
         handler = logging.FileHandler(target, encoding="utf-8")
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(level)
         _installed["file"] = handler
