@@ -1557,13 +1557,11 @@ class OpenAIEmulator(EmulatorServer):
                     headers["retry-after"] = str(max(math.ceil(wait), 1))
                 if self.insufficient_quota:
                     headers["x-should-retry"] = "false"
-            if forced == 401:
-                headers["x-should-retry"] = "false"
             response = self._json(
                 forced, error_body(forced, quota=self.insufficient_quota), headers
             )
         elif not self._key_ok(request):
-            response = self._json(401, error_body(401), {"x-should-retry": "false"})
+            response = self._json(401, error_body(401))
         else:
             try:
                 response = await handler(request)
