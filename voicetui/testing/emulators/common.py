@@ -160,7 +160,9 @@ def speech_like_pcm(text: str, rate: int = RATE, seconds_per_char: float = 0.055
         t = np.arange(n, dtype=np.float64) / rate
         f0 = 140.0 + 25.0 * math.sin(i)
         voiced = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
-        envelope = 0.5 - 0.5 * np.cos(2 * np.pi * np.minimum(t * 4.0, 1.0))
+        # one smooth rise-and-fall over the whole word: no silent gap inside a long word,
+        # which a VAD would take for the end of the turn
+        envelope = np.sqrt(np.sin(np.pi * (t + 0.5 / rate) / (n / rate)))
         pieces.append((0.25 * voiced * envelope).astype(np.float32))
         pieces.append(np.zeros(int(rate * 0.04), dtype=np.float32))
     return np.concatenate(pieces)
