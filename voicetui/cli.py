@@ -16,7 +16,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from voicetui.keys import KeyStore
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -327,7 +330,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return _rotate(args, spec_key, store, env_note)
 
 
-def _rotate(args: argparse.Namespace, spec_key: str, store: Any, env_note: str) -> int:
+def _rotate(args: argparse.Namespace, spec_key: str, store: KeyStore, env_note: str) -> int:
     from voicetui.config import load_config
     from voicetui.health import check_sync
     from voicetui.keys import mask, read_key
@@ -362,7 +365,7 @@ def _rotate(args: argparse.Namespace, spec_key: str, store: Any, env_note: str) 
             _restore(store, spec_key, previous)  # interrupted or crashed mid-check
 
 
-def _restore(store: Any, spec_key: str, previous: str | None) -> None:
+def _restore(store: KeyStore, spec_key: str, previous: str | None) -> None:
     if previous:
         store.set(spec_key, previous)
     else:
@@ -477,6 +480,9 @@ def _known_error_code(err: BaseException) -> int | None:
         return EXIT_USAGE
     if keys is not None and isinstance(err, keys.KeyringUnavailable):
         return EXIT_FAIL
+    specs = sys.modules.get("voicetui.specs.registry")
+    if specs is not None and isinstance(err, specs.SpecInvalid):
+        return EXIT_FAIL  # a built-in spec refused at load: a bug, but say it in one line
     return None
 
 
