@@ -206,3 +206,31 @@ def test_health_cli_json_and_exit_code(
     assert len(proc.stdout.strip().splitlines()) == 1
     for text in (proc.stdout, proc.stderr):
         assert KEY not in text
+
+
+@pytest.mark.asyncio
+async def test_timeout_comes_from_the_spec(
+    emulators: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A registry whose OpenAI spec says healthCheck.timeoutMs = 300: check() without a
+    # timeout_ms argument must time out after ~300 ms, not the real spec's 5000 ms.
+    import dataclasses
+
+    from voicetui import health
+    from voicetui.specs.model import HealthCheck
+    from voicetui.specs.registry import SpecRegistry, registry
+
+    real = registry()
+    source = real.source("openai")
+    quick = dataclasses.replace(
+        source.spec, health_check=HealthCheck(method="custom", timeout_ms=300)
+    )
+    reg = SpecRegistry([real.source("mistral"), dataclasses.replace(source, spec=quick)])
+    monkeypatch.setattr(health, "registry", lambda: reg)
+    cfg = _config(tmp_path, emulators)
+    emulators["openai"].faults.stall_s = 1.0
+    started = time.perf_counter()
+    result = await check("openai", cfg, api_key=KEY)
+    elapsed = time.perf_counter() - started
+    assert result.status == "timeout" and "within 300 ms" in result.detail
+    assert 0.25 < elapsed < 1.3
