@@ -388,6 +388,40 @@ async def test_conversation_items_create_retrieve_delete(emu: OpenAIEmulator) ->
             assert (added.type, done.type) == ("conversation.item.added", "conversation.item.done")
             assert added.item.role == role and done.item.status == "completed"
         ids = list(emu.sessions[-1].items)
+        # insert at the very start, then after a given item; an unknown anchor is an error
+        await conn.conversation.item.create(
+            previous_item_id="root",
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "0"}],
+            },
+        )
+        first = (await collect_until(conn, "conversation.item.done"))[-1]
+        assert first.previous_item_id is None
+        await conn.conversation.item.create(
+            previous_item_id=ids[0],
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "1"}],
+            },
+        )
+        second = (await collect_until(conn, "conversation.item.done"))[-1]
+        assert second.previous_item_id == ids[0]
+        assert list(emu.sessions[-1].items) == [first.item.id, ids[0], second.item.id, *ids[1:]]
+        await conn.conversation.item.create(
+            previous_item_id="item_missing",
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "x"}],
+            },
+        )
+        assert (await collect_until(conn, "error"))[-1].error.param == "previous_item_id"
+        for extra in (first.item.id, second.item.id):
+            await conn.conversation.item.delete(item_id=extra)
+            assert (await conn.recv()).type == "conversation.item.deleted"
         await conn.conversation.item.retrieve(item_id=ids[1])
         got = (await collect_until(conn, "conversation.item.retrieved"))[-1]
         assert got.item.content[0].text == "hello"

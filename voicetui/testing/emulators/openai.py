@@ -909,7 +909,16 @@ class RealtimeSession:
                 param="item.id",
             )
             return
-        previous = event.get("previous_item_id") or self.last_item_id()
+        wanted = event.get("previous_item_id")
+        if wanted is not None and wanted != "root" and wanted not in self.items:
+            await self.error(
+                "invalid_value",
+                f"Invalid 'previous_item_id': no item with id '{wanted}'.",
+                client_event_id=ceid,
+                param="previous_item_id",
+            )
+            return
+        previous = None if wanted == "root" else (wanted or self.last_item_id())
         stored: dict[str, Any] = {"id": item_id, "object": "realtime.item", **item}
         stored["id"] = item_id
         stored["status"] = "completed"
@@ -919,8 +928,18 @@ class RealtimeSession:
                 if part.get("type") == "input_audio" and "audio" in part:
                     part.pop("audio")  # the server keeps the audio, not the echo
                     part.setdefault("transcript", None)
-        self.items[item_id] = stored
+        self._insert_after(previous, stored)
         await self._item_added_done(stored, previous)
+
+    def _insert_after(self, previous: str | None, item: dict[str, Any]) -> None:
+        """Place ``item`` right after ``previous`` (None: at the start of the conversation)."""
+        if previous is not None and previous == self.last_item_id():
+            self.items[item["id"]] = item
+            return
+        ordered = list(self.items.items())
+        at = 0 if previous is None else [k for k, _ in ordered].index(previous) + 1
+        ordered.insert(at, (item["id"], item))
+        self.items = dict(ordered)
 
     async def on_item_truncate(self, event: dict[str, Any], ceid: str | None) -> None:
         item_id = event.get("item_id")
