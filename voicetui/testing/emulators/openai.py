@@ -992,7 +992,7 @@ class RealtimeSession:
         item_id = str(event.get("item_id"))
         if self.items.pop(item_id, None) is None:
             await self.error(
-                "item_not_found" if False else "invalid_value",
+                "invalid_value",
                 f"Invalid 'item_id': no item with id '{item_id}'.",
                 client_event_id=ceid,
                 param="item_id",
