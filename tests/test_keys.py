@@ -6,6 +6,7 @@ it these tests FAIL (not skip): a skipped keyring test would hide a broken key s
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
@@ -13,13 +14,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from voicetui import paths
+from voicetui.cli import main
 from voicetui.config import update_config
 from voicetui.keys import InvalidKey, KeyringUnavailable, KeyStore, mask
 from voicetui.specs.registry import registry
@@ -75,6 +77,29 @@ def _cli(
 _outputs: list[str] = []
 
 
+@pytest.fixture
+def run_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``voicetui ARGS`` in this process (much cheaper than a subprocess on a busy CI box),
+    stdin a pipe-like non-TTY stream, outputs captured and kept for the leak grep."""
+
+    def run(
+        args: list[str], stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            for name, value in (env or {}).items():
+                m.setenv(name, value)
+            m.setattr(sys, "stdin", io.StringIO(stdin))
+            code = main(args)
+        out, err = capsys.readouterr()
+        _outputs.extend([out, err])
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
 def _secret_tool(spec_key: str) -> str:
     """What the Secret Service itself holds, through libsecret's CLI (a second client)."""
     tool = shutil.which("secret-tool")
@@ -119,26 +144,28 @@ def test_set_list_delete_through_the_cli(secret_service: KeyStore) -> None:
     assert proc.stdout.splitlines()[1].split() == ["ai-voice-conv.openai", "none"]
 
 
-def test_environment_overrides_the_keyring(secret_service: KeyStore) -> None:
+def test_environment_overrides_the_keyring(secret_service: KeyStore, run_main: Any) -> None:
     secret_service.set("openai", OLD)
     env = dict(os.environ, OPENAI_API_KEY=NEW)
     assert KeyStore(environ=env).get("openai").value == NEW
     assert KeyStore(environ=env).get("openai").source == "environment"
-    proc = _cli(["keys", "list"], env=env)
+    proc = run_main(["keys", "list"], env={"OPENAI_API_KEY": NEW})
     assert proc.stdout.splitlines()[1].split() == [
         "ai-voice-conv.openai",
         "environment",
         mask(NEW),
     ]
     # setting while the env var is set works, with a note that the env var still wins
-    proc = _cli(["keys", "set", "openai"], stdin=OLD, env=env)
+    proc = run_main(["keys", "set", "openai"], stdin=OLD, env={"OPENAI_API_KEY": NEW})
     assert proc.returncode == 0 and "OPENAI_API_KEY is set" in proc.stderr
 
 
-def test_keys_are_validated_against_the_secret_schema(secret_service: KeyStore) -> None:
+def test_keys_are_validated_against_the_secret_schema(
+    secret_service: KeyStore, run_main: Any
+) -> None:
     secret_service.set("openai", OLD)
     for bad in ("", "   \n", "two words", "tab\there"):
-        proc = _cli(["keys", "set", "openai"], stdin=bad)
+        proc = run_main(["keys", "set", "openai"], stdin=bad)
         assert proc.returncode == 2, (bad, proc.stderr)
         assert proc.stderr.count("\n") == 1
     assert secret_service.get_stored("openai") == OLD  # unchanged
@@ -190,13 +217,13 @@ def test_hidden_prompt_when_stdin_is_a_terminal(secret_service: KeyStore) -> Non
 
 
 def test_rotate_keeps_a_healthy_key(
-    secret_service: KeyStore, openai_emulator_thread: Any, tmp_path: Path
+    secret_service: KeyStore, openai_emulator_thread: Any, tmp_path: Path, run_main: Any
 ) -> None:
     openai_emulator_thread.accepted_keys = {NEW}
     path = tmp_path / "c.toml"
     update_config(path, providers={"openai": {"baseUrl": openai_emulator_thread.base_url}})
     secret_service.set("openai", OLD)
-    proc = _cli(["--config", str(path), "keys", "rotate", "openai"], stdin=NEW)
+    proc = run_main(["--config", str(path), "keys", "rotate", "openai"], stdin=NEW)
     assert proc.returncode == 0, proc.stderr
     assert "rotated the ai-voice-conv.openai key (****dddd): health check ok" in proc.stdout
     assert secret_service.get_stored("openai") == NEW
@@ -204,13 +231,13 @@ def test_rotate_keeps_a_healthy_key(
 
 
 def test_rotate_restores_the_previous_key_when_the_new_one_fails(
-    secret_service: KeyStore, openai_emulator_thread: Any, tmp_path: Path
+    secret_service: KeyStore, openai_emulator_thread: Any, tmp_path: Path, run_main: Any
 ) -> None:
     openai_emulator_thread.accepted_keys = {OLD}  # the new key will be rejected (401)
     path = tmp_path / "c.toml"
     update_config(path, providers={"openai": {"baseUrl": openai_emulator_thread.base_url}})
     secret_service.set("openai", OLD)
-    proc = _cli(["--config", str(path), "keys", "rotate", "openai"], stdin=NEW)
+    proc = run_main(["--config", str(path), "keys", "rotate", "openai"], stdin=NEW)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1
     assert "failed its health check (unauthorized" in proc.stderr
@@ -220,17 +247,17 @@ def test_rotate_restores_the_previous_key_when_the_new_one_fails(
 
 
 def test_rotate_without_previous_key_leaves_none_on_failure(
-    secret_service: KeyStore, mistral_emulator_thread: Any, tmp_path: Path
+    secret_service: KeyStore, mistral_emulator_thread: Any, tmp_path: Path, run_main: Any
 ) -> None:
     path = tmp_path / "c.toml"
     update_config(path, providers={"mistral": {"baseUrl": mistral_emulator_thread.base_url}})
     mistral_emulator_thread.faults.http_status = 429
     mistral_emulator_thread.faults.http_status_count = 1
-    proc = _cli(["--config", str(path), "keys", "rotate", "mistral"], stdin=MISTRAL_KEY)
+    proc = run_main(["--config", str(path), "keys", "rotate", "mistral"], stdin=MISTRAL_KEY)
     assert proc.returncode == 1 and "(rate_limited" in proc.stderr
     assert secret_service.get_stored("mistral") is None
     # and a healthy one is kept
-    proc = _cli(["--config", str(path), "keys", "rotate", "mistral"], stdin=MISTRAL_KEY)
+    proc = run_main(["--config", str(path), "keys", "rotate", "mistral"], stdin=MISTRAL_KEY)
     assert proc.returncode == 0, proc.stderr
     assert secret_service.get_stored("mistral") == MISTRAL_KEY
 
@@ -309,6 +336,7 @@ def test_the_key_leaks_nowhere(
     openai_emulator_thread: Any,
     mistral_emulator_thread: Any,
     tmp_path: Path,
+    run_main: Any,
 ) -> None:
     """Every command that touches keys, with DEBUG logging; then grep every file under the
     app's config, state, data and cache dirs, and every captured output, for the keys."""
@@ -319,7 +347,7 @@ def test_the_key_leaks_nowhere(
             "mistral": {"baseUrl": mistral_emulator_thread.base_url},
         }
     )
-    env = dict(os.environ, VOICETUI_LOG_LEVEL="DEBUG")
+    env = {"VOICETUI_LOG_LEVEL": "DEBUG"}
     steps = [
         (["keys", "set", "openai"], OLD, 0),
         (["keys", "set", "mistral"], MISTRAL_KEY, 0),
@@ -332,7 +360,7 @@ def test_the_key_leaks_nowhere(
         (["config", "show"], "", 0),
     ]
     for args, stdin, code in steps:
-        proc = _cli(args, stdin=stdin, env=env)
+        proc = run_main(args, stdin=stdin, env=env)
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
     assert secret_service.get_stored("openai") == NEW
     log = paths.log_file()
@@ -354,3 +382,20 @@ def test_the_key_leaks_nowhere(
     for text in _outputs:
         for secret in secrets:
             assert secret not in text
+
+
+def test_ctrl_c_during_rotation_restores_the_previous_key(
+    secret_service: KeyStore, run_main: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicetui import health
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        # the new key is in the keyring at this point
+        assert secret_service.get_stored("openai") == NEW
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(health, "check_sync", interrupted)
+    secret_service.set("openai", OLD)
+    proc = run_main(["--config", str(tmp_path / "c.toml"), "keys", "rotate", "openai"], NEW)
+    assert proc.returncode == 130
+    assert secret_service.get_stored("openai") == OLD
