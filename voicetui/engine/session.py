@@ -366,7 +366,8 @@ class ConversationEngine:
         try:
             session = self._provider.create_session(ctx)
             self._session = session
-            await session.connect()
+            if not await self._connect_unless_ended(session):
+                return await self._finish()
         except ProviderError as exc:
             return await self._finish_with_error(str(exc), exc.code)
         except Exception as exc:
@@ -416,6 +417,22 @@ class ConversationEngine:
                 mic_task, tick_task, end_task, provider_task, return_exceptions=True
             )
         return await self._finish()
+
+    async def _connect_unless_ended(self, session: ProviderSession) -> bool:
+        """Connect, unless :meth:`end` comes first (quitting while connecting)."""
+        connect = asyncio.create_task(session.connect(), name="provider-connect")
+        ended = asyncio.create_task(self._end_requested.wait(), name="end-wait")
+        try:
+            await asyncio.wait({connect, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if connect.done():
+            connect.result()  # raises ProviderError
+            return True
+        connect.cancel()
+        with contextlib.suppress(BaseException):
+            await connect
+        return False
 
     # --- internals: audio ----------------------------------------------------------------
 
@@ -604,8 +621,8 @@ class ConversationEngine:
 
     def _derive(self, event: Event) -> None:
         if isinstance(event, UserSpeechStarted):
-            if not self._talking:  # server VAD: a new turn
-                self._new_turn_clock(event.turn_id)
+            if self._clock is None or self._clock.speech_end is not None:
+                self._new_turn_clock(event.turn_id)  # a new turn (the talk key made its own)
             self._user_speaking = True
             self._set_state(State.USER_SPEAKING, "speech started")
         elif isinstance(event, UserSpeechStopped):
