@@ -29,7 +29,9 @@ def write_config(
     """A config TOML using the virtual devices by name (``pulse``)."""
     doc: dict[str, Any] = {
         "provider": provider,
-        "audio": audio if audio is not None else {"input_device": "pulse", "output_device": "pulse"},
+        "audio": audio
+        if audio is not None
+        else {"input_device": "pulse", "output_device": "pulse"},
         "providers": providers,
     }
     if theme:
@@ -129,3 +131,20 @@ class SpeakerRecorder:
         rms = np.sqrt(np.mean(blocks**2, axis=1))
         loud = rms > 10 ** (threshold_dbfs / 20)
         return float(loud.sum() * win / 24_000)
+
+
+async def key_latency(
+    app: Any, key: str, handled: Callable[[], bool], timeout: float = 2.0
+) -> float:
+    """Seconds from a key arriving at the driver (as a terminal's would) to ``handled()``."""
+    from textual import events
+
+    event = events.Key(key, key if len(key) == 1 else None)
+    event.set_sender(app)
+    start = time.perf_counter()
+    app._driver.send_message(event)
+    while not handled():
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"key {key!r} not handled within {timeout} s")
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - start

@@ -33,6 +33,7 @@ from voicetui.tui.themes import DEFAULT_THEME, ThemeLoad, load_themes
 if TYPE_CHECKING:
     from voicetui.audio.devices import DeviceInfo
     from voicetui.config import AppConfig
+    from voicetui.engine.events import SessionEnded
     from voicetui.engine.session import ConversationEngine
     from voicetui.health import HealthResult
     from voicetui.keys import KeyStore
@@ -86,6 +87,7 @@ class VoiceTuiApp(App[int]):
         self.devices: list[DeviceInfo] = []
         self.session_id: str | None = None
         self._engine_worker: Worker[None] | None = None
+        self._engine_task: tuple[ConversationEngine, asyncio.Task[SessionEnded]] | None = None
         self._ending = False
 
     # --- shared services -------------------------------------------------------------------
@@ -283,10 +285,18 @@ class VoiceTuiApp(App[int]):
 
         unsubscribe = engine.subscribe(listener)
         self.engine = engine
+        # The loop runs in its own task, shielded from this worker: when the app closes
+        # (workers are cancelled first), the engine must still end properly and release the
+        # devices and sockets; on_unmount waits for that.
+        task = asyncio.create_task(engine.run(), name="engine")
+        self._engine_task = (engine, task)
         reason = "session ended"
         try:
-            ended = await engine.run()
+            ended = await asyncio.shield(task)
             reason = ended.reason
+        except asyncio.CancelledError:
+            await self._close_engine()
+            raise
         except Exception as exc:  # the engine promises not to raise; be safe anyway
             log.exception("engine run failed")
             reason = one_line(exc)
@@ -297,6 +307,21 @@ class VoiceTuiApp(App[int]):
             if self.engine is engine:
                 self.engine = None
         console.post_message(SessionStopped(reason))
+
+    async def _close_engine(self, limit_s: float = 3.0) -> None:
+        """End the engine task (if any) and wait for it, bounded."""
+        if self._engine_task is None:
+            return
+        engine, task = self._engine_task
+        if task.done():
+            return
+        try:
+            await engine.end("app closed")
+            await asyncio.wait_for(asyncio.shield(task), limit_s)
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("session did not end within %.0f s of closing", limit_s)
+        except Exception as exc:
+            log.warning("ending the session failed: %s", exc)
 
     async def _build_engine(self, provider_key: str) -> ConversationEngine:
         # SDK imports, keyring reads and device checks can take a while: build the engine
@@ -341,6 +366,10 @@ class VoiceTuiApp(App[int]):
         except TimeoutError:
             log.warning("session did not end within 3 s; quitting anyway")
         self.exit(0)
+
+    async def on_unmount(self) -> None:
+        """Closing by any path (tests, signals) still ends the session and frees devices."""
+        await self._close_engine()
 
     # --- screens ---------------------------------------------------------------------------
 

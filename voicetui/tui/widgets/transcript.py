@@ -177,6 +177,8 @@ class TranscriptView(ScrollView, can_focus=True):
             self._relabelled_turns.add(event.turn_id)
         key = (event.turn_id, event.segment_index)
         entry = self._user.get(key)
+        if entry is not None and entry.final and not event.final:
+            return  # a late partial never replaces a final line (deltas race segments)
         if entry is None:
             entry = Entry(kind="user", turn_id=event.turn_id, text=event.text)
             self._insert_user(entry, event.segment_index)
