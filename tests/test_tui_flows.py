@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-
 from test_tui_support import (
     MISTRAL,
-    key_latency,
     OPENAI,
     SpeakerRecorder,
+    key_latency,
     play_into_mic,
     speech_wav,
     wait_until,
     write_config,
 )
+from textual.pilot import Pilot
+
 from voicetui.config import load_config
 from voicetui.engine.events import State
 from voicetui.testing.emulators.common import Script, Turn
@@ -51,9 +51,9 @@ def openai_options(emulator: Any, **extra: Any) -> dict[str, Any]:
     return {"baseUrl": emulator.base_url, **extra}
 
 
-async def wait_live(app: VoiceTuiApp, timeout: float = 15) -> None:
+async def wait_live(app: VoiceTuiApp, limit: float = 15) -> None:
     await wait_until(
-        lambda: app.engine is not None and app.engine.state in LIVE, timeout, "a live session"
+        lambda: app.engine is not None and app.engine.state in LIVE, limit, "a live session"
     )
 
 

@@ -41,13 +41,13 @@ def write_config(
 
 
 async def wait_until(
-    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    predicate: Callable[[], bool], limit: float = 10.0, what: str = "condition"
 ) -> float:
     """Poll ``predicate`` (on the test's loop, so the app keeps running); seconds waited."""
     start = time.monotonic()
     while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"timed out after {limit:.0f} s waiting for {what}")
         await asyncio.sleep(0.02)
     return time.monotonic() - start
 
@@ -133,9 +133,7 @@ class SpeakerRecorder:
         return float(loud.sum() * win / 24_000)
 
 
-async def key_latency(
-    app: Any, key: str, handled: Callable[[], bool], timeout: float = 2.0
-) -> float:
+async def key_latency(app: Any, key: str, handled: Callable[[], bool], limit: float = 2.0) -> float:
     """Seconds from a key arriving at the driver (as a terminal's would) to ``handled()``."""
     from textual import events
 
@@ -144,7 +142,7 @@ async def key_latency(
     start = time.perf_counter()
     app._driver.send_message(event)
     while not handled():
-        if time.perf_counter() - start > timeout:
-            raise AssertionError(f"key {key!r} not handled within {timeout} s")
+        if time.perf_counter() - start > limit:
+            raise AssertionError(f"key {key!r} not handled within {limit} s")
         await asyncio.sleep(0.001)
     return time.perf_counter() - start
