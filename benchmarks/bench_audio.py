@@ -385,7 +385,7 @@ def simulate(
     n = int(seconds * 1000 / chunk_ms)
     ideal = np.arange(n) * chunk_ms / 1000 / speed
     arrivals = np.maximum.accumulate(np.maximum(ideal + rng.uniform(-0.03, 0.03, n), 0.0))
-    jb = JitterBuffer(SR, prebuffer_ms=20, max_prebuffer_ms=60)
+    jb = JitterBuffer(SR, prebuffer_ms=20, max_prebuffer_ms=40)
     out = np.zeros(240, np.float32)
     data = np.ones(SR * chunk_ms // 1000, np.float32)
     t, k, last, last_t = float(rng.uniform(0, 0.01)), 0, 0, 0.0
@@ -495,7 +495,7 @@ async def main_async(args: argparse.Namespace) -> int:
     await mic.start()
     print(
         f"device '{ours.device_name}' at {ours.rate} Hz; voicetui: 10 ms blocks, latency 'low',"
-        f" pre-buffer 20 ms (adaptive, cap 60 ms); chunks of {CONFIG['chunk_ms']} ms,"
+        f" pre-buffer 20 ms (adaptive, cap 40 ms); chunks of {CONFIG['chunk_ms']} ms,"
         f" jitter +-{JITTER_MS:.0f} ms"
     )
     gate = EchoGate(ours)
@@ -557,7 +557,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
     print(
         "\n## (d) the same jitter buffer on a synthetic clock: 10 seeds x 60 s per cell"
-        " (pre-buffer 20 ms, cap 60 ms)"
+        " (pre-buffer 20 ms, cap 40 ms)"
     )
     rows = []
     for chunk in (20, 40, 100):

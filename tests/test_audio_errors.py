@@ -115,6 +115,13 @@ LOST_SCRIPT = textwrap.dedent(
     from voicetui.audio.factory import AudioOptions, open_audio
 
     async def main() -> None:
+        from pathlib import Path
+        from voicetui.stderr_guard import stderr_to_log
+
+        with stderr_to_log(Path(sys.argv[1])):
+            await session()
+
+    async def session() -> None:
         rig = open_audio(AudioOptions(input_device="pulse", output_device="pulse"))
         errors = []
         rig.set_on_error(errors.append)
@@ -152,10 +159,13 @@ def second_sound_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     subprocess.run(["bash", str(SANDBOX), "stop"], env=env, check=False, capture_output=True)
 
 
-def test_device_lost_mid_session_is_an_event(second_sound_server: dict[str, str]) -> None:
+def test_device_lost_mid_session_is_an_event(
+    second_sound_server: dict[str, str], tmp_path: Path
+) -> None:
     env = {**second_sound_server, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "voicetui.log"
     child = subprocess.Popen(
-        [sys.executable, "-c", LOST_SCRIPT],
+        [sys.executable, "-c", LOST_SCRIPT, str(log)],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -176,3 +186,52 @@ def test_device_lost_mid_session_is_an_event(second_sound_server: dict[str, str]
     assert errors[0].startswith("error device_lost microphone 'pulse' lost:")
     assert errors[1].startswith("error device_lost speaker 'pulse' lost:")
     assert all("restart the session" in e for e in errors)
+    # PortAudio's ALSA host API complained on fd 2 when the server vanished; the stderr guard
+    # sent that to the log instead of the terminal
+    assert "pa_linux_alsa" in log.read_text()
+    assert "pa_linux_alsa" not in err and "ALSA" not in err
+
+
+RESCAN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from voicetui.audio.devices import list_devices
+    from voicetui.audio.sd_loader import rescan
+
+    print(sorted(d.name for d in list_devices()), flush=True)
+    sys.stdin.readline()  # the parent starts the sound server now
+    print(sorted(d.name for d in list_devices()), flush=True)
+    rescan()
+    print(sorted(d.name for d in list_devices()), flush=True)
+    """
+)
+
+
+def test_rescan_sees_a_sound_server_started_later(tmp_path: Path) -> None:
+    """PortAudio scans devices once, at import; rescan() picks up what appeared since."""
+    env = {**os.environ, "AUDIO_SANDBOX_DIR": str(tmp_path / "pa3")}
+    listed = subprocess.run(
+        ["bash", str(SANDBOX), "env"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    for line in listed.splitlines():  # the addresses are known before the server runs
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    child = subprocess.Popen(
+        [sys.executable, "-c", RESCAN_SCRIPT],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        assert child.stdout.readline().strip() == "[]"
+        subprocess.run(["bash", str(SANDBOX), "start"], env=env, check=True, capture_output=True)
+        out, err = child.communicate("\n", timeout=30)
+    finally:
+        subprocess.run(["bash", str(SANDBOX), "stop"], env=env, check=False, capture_output=True)
+    assert child.returncode == 0, err
+    before, after = out.splitlines()
+    assert before == "[]"  # not seen without a rescan
+    assert after == "['default', 'pulse']"

@@ -21,7 +21,7 @@ from voicetui.audio.ports import DuplexPolicy
 from voicetui.audio.wav import WavInput, WavOutput
 
 PLAYBACK_BLOCK_MS = 10.0  # speaker blocks: small, since each block adds its length to latency
-MAX_PREBUFFER_MS = 60.0  # the adaptive pre-buffer never grows past this
+MAX_PREBUFFER_MS = 40.0  # the adaptive pre-buffer never grows past this (see bench_audio (d))
 WAV_TAIL_SILENCE_MS = 1200.0  # after a WAV mic ends: lets VAD-driven providers close the turn
 
 

@@ -53,7 +53,7 @@ class JitterBuffer:
         rate: int,
         *,
         prebuffer_ms: float = 20.0,
-        max_prebuffer_ms: float = 60.0,
+        max_prebuffer_ms: float = 40.0,
         step_ms: float = 10.0,
     ) -> None:
         self.rate = rate

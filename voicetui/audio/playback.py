@@ -39,7 +39,7 @@ class DeviceOutput:
         *,
         block_ms: float = 10.0,
         prebuffer_ms: float = 20.0,
-        max_prebuffer_ms: float = 60.0,
+        max_prebuffer_ms: float = 40.0,
         device_rate: int | None = None,
         latency: str | float = "low",
     ) -> None:

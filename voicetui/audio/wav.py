@@ -165,7 +165,7 @@ class WavOutput:
         *,
         block_ms: float = 10.0,
         prebuffer_ms: float = 20.0,
-        max_prebuffer_ms: float = 60.0,
+        max_prebuffer_ms: float = 40.0,
     ) -> None:
         self.path = Path(path)
         self.realtime = realtime
