@@ -213,7 +213,16 @@ async def test_a_short_tap_is_padded_to_100_ms_and_mute_sends_nothing(
     tap_bytes: list[int] = []
 
     async def drive() -> None:
-        await asyncio.sleep(0.8)
+        try:
+            await steps()
+        finally:
+            await engine.end()
+
+    async def steps() -> None:
+        for _ in range(2000):  # until connected
+            if engine.state == State.IDLE:
+                break
+            await asyncio.sleep(0.01)
         emu.log.clear()
         await engine.start_talking()
         await asyncio.sleep(0.02)  # a 20 ms tap
@@ -225,7 +234,6 @@ async def test_a_short_tap_is_padded_to_100_ms_and_mute_sends_nothing(
         emu.log.clear()
         await engine.start_talking()
         await asyncio.sleep(0.3)
-        await engine.end()
 
     task = asyncio.create_task(drive())
     ended = await engine.run()
