@@ -59,6 +59,7 @@ class NaivePlayer:
         self.lock = threading.Lock()
         self.stream: Any = None
         self.underruns = 0
+        self.xruns = 0
         self.callback_s: list[float] = []
         self.dac_ahead_s = 0.0
         self._seen: set[str] = set()
@@ -116,6 +117,8 @@ class NaivePlayer:
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
+        if status.output_underflow:
+            self.xruns += 1
         self.dac_ahead_s = time_info.outputBufferDacTime - time_info.currentTime
         with self.lock:
             data = np.empty(0, dtype=np.int16)
@@ -415,7 +418,7 @@ def print_stream(title: str, ours: StreamResult, base: StreamResult) -> None:
             fmt(ours.underruns_per_min, "", 1),
             fmt(base.underruns_per_min, "", 1),
         ],
-        ["device xruns (PortAudio underflow)", f"{ours.xruns}", "n/a"],
+        ["device xruns (PortAudio underflow)", f"{ours.xruns}", f"{base.xruns}"],
         [
             "callback run time p50",
             fmt(ours.callback_p50_us, " us", 0),

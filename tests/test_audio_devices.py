@@ -191,7 +191,7 @@ async def test_spoken_wav_captured_through_the_mic(tmp_path: Path, device_rate: 
     assert stamps == sorted(stamps)
     assert len(preroll) == int(0.3 * SR)
     assert np.array_equal(preroll, np.concatenate([f.pcm for f in frames[-15:]]))
-    assert mic.queue_latency_s.percentile(95) < 0.02
+    assert mic.queue_latency_s.percentile(95) < 0.05  # callback -> loop, generous for CI load
 
 
 @pytest.fixture
