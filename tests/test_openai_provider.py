@@ -569,3 +569,50 @@ async def test_max_duration_warns_then_ends_after_the_reply(
     assert took < 8.0  # ended well before the input ran out
     stored = read_jsonl(run.store.path_for(run.engine.session_id))
     assert [e["type"] for e in stored][-1] == "SessionEnded"
+
+
+async def test_gives_up_after_the_reconnect_attempts_with_one_line(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    emu.faults.drop_after_events = 4  # right after the session is configured
+    emu.faults.ws_reject_status = 503  # and then the service stays down (armed below)
+    emu.faults.ws_reject_count = 0
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 3.0)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
+
+    def arm(event: Event) -> None:
+        if isinstance(event, Reconnecting) and event.attempt == 1:
+            emu.faults.ws_reject_count = 10
+
+    run.engine.subscribe(arm)
+    ended = await run.run()
+    assert ended.code == "error"
+    attempts = [e.attempt for e in run.of(Reconnecting)]
+    assert attempts == [1, 2, 3, 4, 5]
+    assert [e.delay_s for e in run.of(Reconnecting)] == pytest.approx([0.05, 0.1, 0.2, 0.2, 0.2])
+    fatal = [e for e in run.of(ErrorEvent) if e.fatal]
+    assert len(fatal) == 1 and "could not reconnect" in fatal[0].message
+    assert "\n" not in fatal[0].message
+
+
+async def test_error_events_become_non_fatal_errors_and_quiet_ones_are_ignored(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    clip = write_clip(tmp_path / "q.wav", 2.0)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
+    engine = run.engine
+
+    async def poke() -> None:
+        await until(lambda: engine.state.value == "listening")
+        session: Any = engine._session  # the live provider session
+        await session._send({"type": "response.cancel"})  # nothing active: harmless
+        await session._send({"type": "output_audio_buffer.clear"})  # WebRTC-only: an error
+        await until(lambda: bool(run.of(ErrorEvent)))
+
+    task = asyncio.create_task(poke())
+    ended = await run.run()
+    await task
+    assert ended.code == "input_finished"
+    (error,) = run.of(ErrorEvent)
+    assert not error.fatal and error.code == "invalid_value"
+    assert error.message.startswith("OpenAI: ")
