@@ -15,6 +15,21 @@ State is derived, never set by providers:
 * the first sample of a reply entering the device callback -> assistant speaking
 * reply done and playback drained -> listening (server VAD) or idle (push-to-talk)
 * ``Interrupted`` -> interrupted; ``Reconnecting`` -> reconnecting; fatal error -> error
+
+What the engine expects of a provider session (the seam; a provider is one module):
+
+* emit ``UserSpeechStarted`` / ``UserSpeechStopped`` in both turn modes (the latency
+  waterfall starts at the stop; in push-to-talk the engine also marks it itself);
+* emit ``AssistantDone`` once per reply, whatever its outcome: until then the engine counts
+  a reply as pending (state, max-duration end, end of a WAV run);
+* enqueue reply audio with ``ctx.playback.enqueue(reply_id, pcm)``; the first sample
+  entering the device callback drives "assistant speaking" and the first-audio latency;
+* emit exactly one ``AssistantTextFinal`` per reply (``interrupted=True`` with the heard
+  part when cut), and ``Interrupted`` when it cuts one;
+* the engine sends mic frames only as the turn mode allows, never while muted, includes the
+  input's pre-roll at a push-to-talk start, and pads a push-to-talk turn to 100 ms;
+* raise :class:`ProviderError` from ``connect``/``run`` for failures the user must see
+  (``run`` returning means the service closed the session).
 """
 
 from __future__ import annotations
