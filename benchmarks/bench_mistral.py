@@ -30,14 +30,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import logging
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,7 +100,7 @@ def wav_bytes(pcm: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------------- ours
 
 
-async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
+async def run_ours(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
     from voicetui.audio.duplex import EchoGate
     from voicetui.audio.ports import CaptureFrame, DuplexPolicy
     from voicetui.audio.wav import WavOutput
@@ -114,7 +117,7 @@ async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
     output = WavOutput(out_dir / "ours.wav", realtime=True)
     await output.start()
     first_played: dict[str, float] = {}
-    output.set_on_first_audio(lambda item, at: first_played.setdefault(item, at))
+    output.set_on_first_audio(first_played.setdefault)
     events: list[Event] = []
     done = asyncio.Event()
 
@@ -129,7 +132,7 @@ async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
         voice="default",
         turn_detection="push_to_talk",
         max_session_duration_s=3600,
-        base_url=emu.base_url,
+        base_url=base_url,
     )
     ctx = SessionContext(
         settings=settings,
@@ -149,7 +152,6 @@ async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
         for _ in range(runs):
             events.clear()
             done.clear()
-            emu.log.clear()
             await session.start_user_turn()
             started = time.monotonic()
             for n, offset in enumerate(range(0, len(pcm16), BLOCK)):
@@ -168,26 +170,23 @@ async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
                 if reply_id in first_played:
                     break
                 await asyncio.sleep(0.01)
-            log = emu.log.entries
+            reply = session._reply  # client-side stamps: the emulator may be another process
+            assert reply is not None and reply.speech is not None
+            stats = reply.speech.stats
             st = Stamps()
-            st.marks["final transcript"] = next(
-                e.at for e in events if isinstance(e, UserTranscript) and e.final
-            ) - t0
-            st.marks["agent request"] = next(
-                e.at for e in log if e.kind == "http" and e.path.startswith("/v1/conversations")
-            ) - t0
-            st.marks["first token"] = next(
-                e.at for e in events if isinstance(e, AssistantTextDelta)
-            ) - t0
-            st.marks["first clause to TTS"] = next(
-                e.at for e in log if e.kind == "ws_in" and e.event_type == "input_text.flush"
-            ) - t0
-            st.marks["first audio from TTS"] = next(
-                e.at for e in log if e.kind == "ws_out" and e.event_type == "speech.audio.delta"
-            ) - t0
-            st.marks["first audio queued"] = next(
-                e.at for e in events if isinstance(e, AssistantAudio)
-            ) - t0
+            st.marks["final transcript"] = (
+                next(e.at for e in events if isinstance(e, UserTranscript) and e.final) - t0
+            )
+            st.marks["agent request"] = reply.marks["agent request"] - t0
+            st.marks["agent stream open"] = reply.marks["agent stream open"] - t0
+            st.marks["first token"] = (
+                next(e.at for e in events if isinstance(e, AssistantTextDelta)) - t0
+            )
+            st.marks["first clause to TTS"] = (stats.first_request_at or float("nan")) - t0
+            st.marks["first audio from TTS"] = (stats.first_audio_at or float("nan")) - t0
+            st.marks["first audio queued"] = (
+                next(e.at for e in events if isinstance(e, AssistantAudio)) - t0
+            )
             st.marks["first audio played"] = first_played.get(reply_id, float("nan")) - t0
             results.append(st)
             output.flush()
@@ -203,7 +202,7 @@ async def run_ours(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
 # ------------------------------------------------------------------------------- seed
 
 
-async def run_seed(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
+async def run_seed(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
     from mistralai.client import Mistral, models
 
     from voicetui.audio.wav import WavOutput
@@ -211,10 +210,10 @@ async def run_seed(emu: Any, runs: int, clip: np.ndarray, out_dir: Path) -> list
     output = WavOutput(out_dir / "seed.wav", realtime=True)
     await output.start()
     first_played: dict[str, float] = {}
-    output.set_on_first_audio(lambda item, at: first_played.setdefault(item, at))
+    output.set_on_first_audio(first_played.setdefault)
     audio = wav_bytes(clip)
     results: list[Stamps] = []
-    async with Mistral(api_key="bench-key", server_url=emu.base_url, timeout_ms=30_000) as client:
+    async with Mistral(api_key="bench-key", server_url=base_url, timeout_ms=30_000) as client:
         agent = await client.beta.agents.create_async(**SEED_AGENT)  # type: ignore[arg-type]
         conversation_id: str | None = None
         for i in range(runs):
@@ -290,20 +289,61 @@ def waterfall(title: str, marks: dict[str, float], width: int = 48) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def emulator(args: argparse.Namespace) -> Iterator[str]:
+    """The emulator in its own process (like a remote service: it never competes with the
+    client for the GIL), or in a thread of this one (``--emulator thread``)."""
+    from voicetui.testing.emulators.common import Script, Turn, free_port
+
+    if args.emulator == "thread":
+        from voicetui.testing.emulators.mistral import MistralEmulator
+
+        emu = MistralEmulator()
+        emu.script = Script(turns=[Turn(user_text=USER, reply=REPLY)])
+        emu.timing.first_transcript_delay_s = args.transcript_delay
+        emu.timing.first_token_delay_s = args.token_delay
+        emu.timing.token_interval_s = args.token_interval
+        emu.timing.first_audio_delay_s = args.audio_delay
+        emu.timing.audio_pace = args.pace
+        emu.start_in_thread()
+        try:
+            yield emu.base_url
+        finally:
+            emu.stop_thread()
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicetui.testing.emulators.mistral", "--port", str(port),
+         "--pace", str(args.pace), "--transcript-delay", str(args.transcript_delay),
+         "--token-delay", str(args.token_delay), "--token-interval", str(args.token_interval),
+         "--audio-delay", str(args.audio_delay), "--user-text", USER, "--reply", REPLY],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        if "mistral emulator on" not in banner:
+            raise RuntimeError(f"the emulator did not start: {banner}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def bench(args: argparse.Namespace) -> int:
-    from voicetui.testing.emulators.common import Script, Turn, speech_like_pcm
-    from voicetui.testing.emulators.mistral import MistralEmulator
+    from voicetui.testing.emulators.common import Timing, speech_like_pcm
     from voicetui.testing.emulators.mistral_stream import word_pieces
 
-    emu = MistralEmulator()
-    emu.script = Script(turns=[Turn(user_text=USER, reply=REPLY)])
-    t = emu.timing
-    t.first_transcript_delay_s = args.transcript_delay
-    t.first_token_delay_s = args.token_delay
-    t.token_interval_s = args.token_interval
-    t.first_audio_delay_s = args.audio_delay
-    t.audio_pace = args.pace
-    emu.start_in_thread()  # its own thread and loop: the clients' loop is not its loop
+    t = Timing(
+        first_transcript_delay_s=args.transcript_delay,
+        first_token_delay_s=args.token_delay,
+        token_interval_s=args.token_interval,
+        first_audio_delay_s=args.audio_delay,
+        audio_pace=args.pace,
+    )
     clip = np.concatenate(
         [np.zeros(SR // 5, np.float32), speech_like_pcm(USER), np.zeros(SR // 5, np.float32)]
     )
@@ -316,19 +356,16 @@ async def bench(args: argparse.Namespace) -> int:
         + (n_tokens - 1) * t.token_interval_s
         + t.first_audio_delay_s
     )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            ours_runs: list[Stamps] = []
-            seed_runs: list[Stamps] = []
-            # warm-up (imports, first connections), then alternate so drift hits both alike
-            await run_ours(emu, 1, clip, out)
-            await run_seed(emu, 1, clip, out)
-            for _ in range(args.runs):
-                ours_runs += await run_ours(emu, 1, clip, out)
-                seed_runs += await run_seed(emu, 1, clip, out)
-    finally:
-        emu.stop_thread()
+    with emulator(args) as base_url, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ours_runs: list[Stamps] = []
+        seed_runs: list[Stamps] = []
+        # warm-up (imports, first connections), then alternate so drift hits both alike
+        await run_ours(base_url, 1, clip, out)
+        await run_seed(base_url, 1, clip, out)
+        for _ in range(args.runs):
+            ours_runs += await run_ours(base_url, 1, clip, out)
+            seed_runs += await run_seed(base_url, 1, clip, out)
 
     ours_m, seed_m = median_marks(ours_runs), median_marks(seed_runs)
     ours_t, seed_t = ours_m["first audio played"], seed_m["first audio played"]
@@ -337,7 +374,7 @@ async def bench(args: argparse.Namespace) -> int:
         f"delays: transcription {t.first_transcript_delay_s:g} s, first token "
         f"{t.first_token_delay_s:g} s, {t.token_interval_s * 1000:g} ms/word, TTS first audio "
         f"{t.first_audio_delay_s:g} s; reply {n_tokens} words, first clause after {k}; "
-        f"{args.runs} runs each (medians)"
+        f"{args.runs} runs each (medians); emulator in a {args.emulator}"
     )
     print()
     rows = [
@@ -377,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-interval", type=float, default=0.025, metavar="S")
     parser.add_argument("--audio-delay", type=float, default=0.7, metavar="S")
     parser.add_argument("--pace", type=float, default=4.0, help="TTS audio pace (x real time)")
+    parser.add_argument("--emulator", choices=["process", "thread"], default="process")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(bench(args))

@@ -70,6 +70,7 @@ DEFAULT_TRANSCRIPTION_MODEL = "voxtral-mini-transcribe-realtime-2602"
 DEFAULT_DIARIZE_MODEL = "voxtral-mini-latest"
 DEFAULT_TTS_MODEL = "voxtral-mini-tts-latest"
 
+DIARIZE_HOLD_S = 2.0  # longest the diarization upload waits for the agent request
 MIN_TURN_SAMPLES = ENGINE_RATE // 10  # never commit less than 100 ms of audio
 PREROLL_S = 0.3  # audio kept from before speech starts, for the diarization clip
 FINAL_QUIET_S = 0.6  # no `done` after a flush: deltas quiet this long make the final text
@@ -92,6 +93,9 @@ class _UserTurn:
     last_delta_at: float = 0.0
     got_final: asyncio.Event = field(default_factory=asyncio.Event)
     final_emitted: asyncio.Event = field(default_factory=asyncio.Event)
+    # set once the reply's agent request is on the wire (or there will be none): the
+    # diarization upload waits for it so it never competes with the critical path
+    reply_sent: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def samples(self) -> int:
@@ -108,6 +112,7 @@ class _Reply:
     generating: bool = True
     interrupted: bool = False
     samples_queued: int = 0
+    marks: dict[str, float] = field(default_factory=dict)  # monotonic stamps (latency logs)
 
 
 class MistralSession:
@@ -476,6 +481,8 @@ class MistralSession:
         with contextlib.suppress(ValueError):
             self._awaiting.remove(turn)
         text = turn.final
+        if turn.ignored or not text:
+            turn.reply_sent.set()
         if turn.ignored:
             self.log.info("dropped echo turn %s: %r", turn.id, text)
             return
@@ -495,6 +502,8 @@ class MistralSession:
     async def _relabel(self, turn: _UserTurn) -> None:
         """Diarize the turn's clip (concurrently with the reply) and relabel its lines."""
         pcm = np.concatenate(turn.audio) if turn.audio else np.zeros(0, np.int16)
+        with contextlib.suppress(TimeoutError):  # start once the agent request is out
+            await asyncio.wait_for(turn.reply_sent.wait(), timeout=DIARIZE_HOLD_S)
         try:
             result = await diarize(self._client, pcm, model=self.diarize_model, log=self.log)
         except ProviderError as err:
@@ -577,7 +586,9 @@ class MistralSession:
                 return
             reply = _Reply(id=self._new_id("a"), user_turn_id=turn.id)
             self._reply = reply
-            reply.task = self._spawn(self._run_reply(reply, text), name=f"mistral-reply-{reply.id}")
+            reply.task = self._spawn(
+                self._run_reply(reply, turn, text), name=f"mistral-reply-{reply.id}"
+            )
 
     def _play(self, reply: _Reply, pcm: Float32Array) -> None:
         if reply.interrupted or self._closed:
@@ -636,7 +647,7 @@ class MistralSession:
                 op, what="asking the agent", policy=self.policy, log=self.log
             )
 
-    async def _run_reply(self, reply: _Reply, text: str) -> None:
+    async def _run_reply(self, reply: _Reply, turn: _UserTurn, text: str) -> None:
         from mistralai.client import models
 
         speech = SpeechPipeline(
@@ -657,7 +668,12 @@ class MistralSession:
         status: Literal["completed", "failed"] = "completed"
         try:
             try:
-                stream = await self._open_agent_stream(text)
+                reply.marks["agent request"] = time.monotonic()
+                try:
+                    stream = await self._open_agent_stream(text)
+                finally:
+                    turn.reply_sent.set()
+                reply.marks["agent stream open"] = time.monotonic()
                 async with stream:
                     async for event in stream:
                         data = event.data
@@ -665,6 +681,8 @@ class MistralSession:
                             delta = _text_of(data.content)
                             if not delta:
                                 continue
+                            if not reply.text:
+                                reply.marks["first token"] = time.monotonic()
                             reply.text += delta
                             self._emit(AssistantTextDelta(turn_id=reply.id, text=delta))
                             for piece in chunker.feed(delta):
