@@ -129,9 +129,16 @@ async def test_first_run_lands_on_keys_then_a_full_turn(
     app = VoiceTuiApp(cfg, health_on_start=False, keys=store)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_until(lambda: isinstance(app.screen, KeysScreen), 10, "the keys screen")
+            await wait_until(
+                lambda: (
+                    isinstance(app.screen, KeysScreen)
+                    and app.screen.focused is not None
+                    and app.screen.focused.id == "key-openai"
+                ),
+                10,
+                "the keys screen",
+            )
             assert app.screen.query_one("#first-run")
-            await pilot.click("#key-openai")
             await pilot.press(*"sk-test-first-run-1234", "enter")
             await wait_until(lambda: isinstance(app.screen, ConsoleScreen), 10, "the console")
             resolved = store.get(OPENAI)

@@ -9,7 +9,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header
 
@@ -27,6 +26,7 @@ from voicetui.engine.events import (
     Usage,
 )
 from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
+from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.meters import LevelMeter
 from voicetui.tui.widgets.status import (
     HealthLine,
@@ -39,14 +39,14 @@ from voicetui.tui.widgets.transcript import TranscriptView
 from voicetui.tui.widgets.waterfall import LatencyWaterfall
 
 if TYPE_CHECKING:
-    from voicetui.tui.app import VoiceTuiApp
+    pass
 
 log = logging.getLogger("voicetui.tui")
 
 METER_HZ = 12.0
 
 
-class ConsoleScreen(Screen[None]):
+class ConsoleScreen(VoiceScreen):
     """Main screen of the app."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -66,14 +66,6 @@ class ConsoleScreen(Screen[None]):
         self._poll_timer: Timer | None = None
         self._max_s = 0.0
         self._last_second = -1
-
-    @property
-    def vapp(self) -> VoiceTuiApp:
-        """The app, typed."""
-        from voicetui.tui.app import VoiceTuiApp
-
-        assert isinstance(self.app, VoiceTuiApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)

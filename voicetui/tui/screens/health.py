@@ -9,13 +9,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from voicetui.tui.messages import HealthUpdated
+from voicetui.tui.screens.base import VoiceScreen
 
 if TYPE_CHECKING:
-    from voicetui.tui.app import VoiceTuiApp
+    pass
 
 WHAT_TO_DO = {
     "ok": "",
@@ -28,7 +28,7 @@ WHAT_TO_DO = {
 }
 
 
-class HealthScreen(Screen[None]):
+class HealthScreen(VoiceScreen):
     """Provider health: checked at start-up in the background, re-run with ``r``."""
 
     CSS_PATH = Path(__file__).with_name("health.tcss")
@@ -37,13 +37,6 @@ class HealthScreen(Screen[None]):
         Binding("r", "rerun", "Re-run checks"),
         Binding("k", "keys", "Keys"),
     ]
-
-    @property
-    def vapp(self) -> VoiceTuiApp:
-        from voicetui.tui.app import VoiceTuiApp
-
-        assert isinstance(self.app, VoiceTuiApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)

@@ -15,18 +15,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from voicetui.tui.messages import HealthUpdated
+from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.key_panel import KeyPanel
 
 if TYPE_CHECKING:
     from voicetui.health import HealthResult
-    from voicetui.tui.app import VoiceTuiApp
 
 
-class KeysScreen(Screen[None]):
+class KeysScreen(VoiceScreen):
     """Bring-your-own-key management."""
 
     CSS_PATH = Path(__file__).with_name("keys.tcss")
@@ -39,13 +38,6 @@ class KeysScreen(Screen[None]):
         super().__init__()
         self.first_run = first_run
         self.focus_provider = focus_provider
-
-    @property
-    def vapp(self) -> VoiceTuiApp:
-        from voicetui.tui.app import VoiceTuiApp
-
-        assert isinstance(self.app, VoiceTuiApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         from voicetui.specs.registry import registry
@@ -80,11 +72,15 @@ class KeysScreen(Screen[None]):
         if self.vapp.frozen:
             for field in self.query("Input"):
                 field.cursor_blink = False  # type: ignore[attr-defined]
+        self.call_after_refresh(self._focus_provider)
+        self.action_refresh()
+
+    def _focus_provider(self) -> None:
         target = self.panel_for(self.focus_provider) if self.focus_provider else None
         if target is not None:
-            target.query_one("Input").focus()
+            for field in target.query("Input"):
+                field.focus()
             target.scroll_visible(animate=False)
-        self.action_refresh()
 
     def panel_for(self, spec_key: str | None) -> KeyPanel | None:
         """The panel of ``spec_key`` (None if unknown)."""

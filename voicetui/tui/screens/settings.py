@@ -17,14 +17,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from voicetui.audio.ports import DuplexPolicy
+from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.meters import LevelMeter
 
 if TYPE_CHECKING:
-    from voicetui.tui.app import VoiceTuiApp
+    pass
 
 DEFAULT_DEVICE = "(system default)"
 TONE_HZ = 440.0
@@ -43,7 +43,7 @@ def tone_pcm(rate: int = 24_000) -> np.ndarray[Any, np.dtype[np.int16]]:
     return pcm
 
 
-class SettingsScreen(Screen[None]):
+class SettingsScreen(VoiceScreen):
     """Edit and save the TOML config."""
 
     CSS_PATH = Path(__file__).with_name("settings.tcss")
@@ -55,13 +55,6 @@ class SettingsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._loading = False
-
-    @property
-    def vapp(self) -> VoiceTuiApp:
-        from voicetui.tui.app import VoiceTuiApp
-
-        assert isinstance(self.app, VoiceTuiApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         from voicetui.specs.registry import registry

@@ -9,15 +9,16 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from voicetui.tui.screens.base import VoiceModal
+
 if TYPE_CHECKING:
-    from voicetui.tui.app import VoiceTuiApp
+    pass
 
 
-class ThemePickerScreen(ModalScreen[str | None]):
+class ThemePickerScreen(VoiceModal):
     """Pick a theme with live preview; the choice is saved to the config."""
 
     CSS_PATH = Path(__file__).with_name("theme_picker.tcss")
@@ -26,13 +27,6 @@ class ThemePickerScreen(ModalScreen[str | None]):
     def __init__(self) -> None:
         super().__init__()
         self.original = ""
-
-    @property
-    def vapp(self) -> VoiceTuiApp:
-        from voicetui.tui.app import VoiceTuiApp
-
-        assert isinstance(self.app, VoiceTuiApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         ours = [t.name for t in self.vapp.theme_load.themes]
