@@ -212,3 +212,36 @@ def test_kill_9_during_a_reply_keeps_every_final_line(
     # the session store in the data dir holds the same lines
     (session,) = sorted(paths.transcripts_dir().glob("*.jsonl"))
     assert finals(session) == printed
+
+
+def test_talk_server_vad_barge_in_from_the_command_line(
+    openai_emulator_thread: Any, tmp_path: Path
+) -> None:
+    emu = openai_emulator_thread
+    long_reply = "This answer runs on for a good while so that the user can cut into it."
+    emu.script.turns = [
+        Turn(user_text="Hello there.", reply=long_reply),
+        Turn(user_text="Wait, stop.", reply="Okay."),
+    ]
+    write_config(emu.base_url, mode="server_vad")
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 1.8, "Wait stop", 0.3)
+    out_wav = tmp_path / "a.wav"
+    result = subprocess.run(
+        [PY, "-m", "voicetui", "talk", "openai", "--input", str(clip), "--output", str(out_wav)],
+        check=False, env=env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "user: Hello there."
+    assert lines[1].startswith("assistant: ") and lines[1].endswith(" [interrupted]")
+    heard = lines[1].removeprefix("assistant: ").removesuffix(" [interrupted]")
+    assert heard and long_reply.startswith(heard) and heard != long_reply
+    assert lines[2:] == ["user: Wait, stop.", "assistant: Okay."]
+    (truncate,) = [
+        e.body for e in emu.log.of("ws_in") if e.event_type == "conversation.item.truncate"
+    ]
+    # OUT.wav is the real-time speaker: the cut reply is in it only up to the cut
+    played = np.count_nonzero(np.abs(read_wav_mono(out_wav)) > 1e-4) * 1000 / SR
+    full = (len(speech_like_pcm(long_reply)) + len(speech_like_pcm("Okay."))) * 1000 / SR
+    assert played < full - 1000
+    assert truncate["audio_end_ms"] > 300

@@ -17,6 +17,7 @@ from voicetui.engine.usage import UsageStore
 from voicetui.providers.base import ProviderError, get_provider
 
 if TYPE_CHECKING:
+    from voicetui.audio.factory import AudioSettingsLike
     from voicetui.config import AppConfig
 
 
@@ -54,11 +55,13 @@ def build_engine(
     talk_on_connect: bool = False,
     store: TranscriptStore | None = None,
     usage: UsageStore | None = None,
+    audio: AudioSettingsLike | None = None,
 ) -> ConversationEngine:
     """The engine for ``provider_key`` (default: the configured provider), its audio rig
     opened on the configured devices or on WAV files. Nothing is started yet.
 
-    ``end_when_input_ends`` defaults to True when the input is a WAV file.
+    ``end_when_input_ends`` defaults to True when the input is a WAV file; ``audio``
+    replaces the config's ``[audio]`` settings.
     """
     from voicetui.audio.factory import open_audio
 
@@ -68,7 +71,7 @@ def build_engine(
         raise ProviderError(missing_key_message(settings.spec_key), code="no_key")
     provider = get_provider(settings.spec_key)
     rig = open_audio(
-        config.audio,
+        audio if audio is not None else config.audio,
         input_wav=input_wav,
         output_wav=output_wav,
         realtime_input=realtime_input,

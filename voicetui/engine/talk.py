@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 from typing import TextIO
 
+from voicetui.audio.ports import DuplexPolicy
 from voicetui.engine.events import (
     AssistantAudio,
     AssistantTextFinal,
@@ -101,6 +103,9 @@ def prepare(
     settings = config.provider_settings(provider_key)
     ptt = settings.turn_detection == "push_to_talk"
     output = Path(args.output) if getattr(args, "output", None) else None
+    # a WAV microphone hears no loudspeaker, so there is no echo to gate: let the user's
+    # speech over a reply barge in exactly as the provider decides
+    audio = dataclasses.replace(config.audio, duplex=DuplexPolicy.FULL)
     engine = build_engine(
         config,
         KeyStore(),
@@ -111,6 +116,7 @@ def prepare(
         realtime_output=not ptt,
         end_when_input_ends=True,
         talk_on_connect=ptt,
+        audio=audio,
     )
     writer: JsonlWriter | None = None
     transcript = getattr(args, "transcript", None)
