@@ -397,8 +397,10 @@ async def bench(args: argparse.Namespace) -> int:
     speedup = seed_t / ours_t
     over = (ours_t - theory_ours) * 1000
     print(f"speed-up: {speedup:.2f}x (goal >= 2.0x: {'met' if speedup >= 2.0 else 'NOT met'})")
-    print(f"ours over its theoretical minimum: {over:.0f} ms (goal <= 50 ms: "
-          f"{'met' if over <= 50 else 'NOT met'})")  # fmt: skip
+    queued = (ours_m["first audio queued"] - theory_ours) * 1000
+    print(f"ours over its theoretical minimum: {over:.0f} ms to the first sample played "
+          f"(goal <= 50 ms: {'met' if over <= 50 else 'NOT met'}); {queued:.0f} ms to the first "
+          "sample queued (before the output's 20 ms pre-buffer and block pacing)")  # fmt: skip
     print()
     print(waterfall("waterfall, ours (ms after the talk key went up):", ours_m))
     print()

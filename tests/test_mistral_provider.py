@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ async def converse(
     realtime: bool | None = None,
     state_dir: Path | None = None,
     limit_s: float = 40.0,
+    hook: Callable[[ConversationEngine, Event], None] | None = None,
     **extras: Any,
 ) -> Run:
     """One `voicetui talk`-like session: WAV mic → engine + Mistral provider → WAV speaker."""
@@ -122,6 +124,8 @@ async def converse(
     )
     run = Run()
     engine.subscribe(run.events.append)
+    if hook is not None:
+        engine.subscribe(lambda event: hook(engine, event))
     run.ended = await asyncio.wait_for(engine.run(), limit_s)
     run.audio = read_wav_mono(wav_out) if wav_out.exists() else run.audio
     return run
@@ -383,6 +387,58 @@ async def test_barge_in_flushes_playback_and_cancels_streams(
     finals = [e.text for e in run.of(AssistantTextFinal) if not e.interrupted]
     assert finals == ["Okay."]
     assert len(run.audio) < reply_samples(long_reply)
+
+
+async def test_interrupt_key_stops_the_reply(
+    mistral_emulator: MistralEmulator, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    long_reply = " ".join(["Here is a long reply that goes on, and on, for a while."] * 5)
+    emu.script = Script(turns=[Turn(user_text=HELLO, reply=long_reply)])
+    emu.timing.token_interval_s = 0.05
+    emu.timing.audio_pace = 1.0
+    pressed: list[float] = []
+
+    def press_interrupt(engine: ConversationEngine, event: Event) -> None:
+        if isinstance(event, AssistantAudio) and not pressed:
+            pressed.append(time.monotonic())
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.4, lambda: loop.create_task(engine.interrupt()))
+
+    run = await converse(
+        emu, tmp_path, "push_to_talk", clip(HELLO), realtime=True, hook=press_interrupt
+    )
+    assert_clean(run, emu)
+    interrupted = run.of(Interrupted)
+    assert len(interrupted) == 1 and interrupted[0].by == "user_key"
+    assert 0 < interrupted[0].played_ms < 1500
+    final = run.of(AssistantTextFinal)[-1]
+    assert final.interrupted and long_reply.startswith(final.text)
+    assert len(final.text) < len(long_reply)
+    assert [d.status for d in run.of(AssistantDone)] == ["cancelled"]
+    # playback stopped: far less audio than the reply, and the agent stream was abandoned
+    assert len(run.audio) < reply_samples(long_reply) / 3
+    assert len(run.of(AssistantTextDelta)) < len(long_reply.split())
+
+
+async def test_local_vad_ends_turns_when_the_service_does_not(
+    mistral_emulator: MistralEmulator, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    emu.script = Script(
+        turns=[Turn(user_text=HELLO, reply="Fine."), Turn(user_text="Bye now.", reply="Bye.")]
+    )
+    run = await converse(
+        emu, tmp_path, "server_vad", clip(0.3, HELLO, 1.5, "Bye now.", 0.3),
+        serverTurnDetection=False,
+    )  # fmt: skip
+    assert_clean(run, emu)
+    assert emu.log.event_types("ws_out").count("turn.end") == 0  # the service never ended one
+    flushes = emu.log.event_types("ws_in").count("input_audio.flush")
+    assert flushes == 2  # the local VAD ended both turns and flushed
+    assert [e.text for e in run.user_lines() if not e.relabel] == [HELLO, "Bye now."]
+    assert [e.text for e in run.of(AssistantTextFinal)] == ["Fine.", "Bye."]
+    assert len(run.of(UserSpeechStopped)) == 2
 
 
 # --------------------------------------------------------------------------- failures

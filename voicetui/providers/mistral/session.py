@@ -135,6 +135,9 @@ class MistralSession:
         voice = self.settings.voice
         self.voice: str | None = None if not voice or voice == "default" else voice
         self.realtime_tts = bool(extras.get("realtimeSpeech", True))
+        # server_vad without asking the service for turn detection: the local VAD ends turns
+        # (how a Voxtral deployment without endpointing behaves; also a test seam)
+        self.server_turn_detection = bool(extras.get("serverTurnDetection", True))
         self.policy = RetryPolicy()
         self.client: Mistral | None = None
         self.agents: AgentManager | None = None
@@ -208,7 +211,10 @@ class MistralSession:
         )
         self.listener = Listener(
             self.client,
-            ListenOptions(model=self.transcription_model, server_vad=self.server_vad),
+            ListenOptions(
+                model=self.transcription_model,
+                server_vad=self.server_vad and self.server_turn_detection,
+            ),
             on_event=self._on_stt_event,
             on_reconnecting=self._on_reconnecting,
             on_reconnected=self._on_reconnected,
