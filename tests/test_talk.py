@@ -245,3 +245,28 @@ def test_talk_server_vad_barge_in_from_the_command_line(
     full = (len(speech_like_pcm(long_reply)) + len(speech_like_pcm("Okay."))) * 1000 / SR
     assert played < full - 1000
     assert truncate["audio_end_ms"] > 300
+
+
+def test_ctrl_c_ends_the_talk_cleanly(openai_emulator_thread: Any, tmp_path: Path) -> None:
+    emu = openai_emulator_thread
+    emu.timing.audio_pace = 1.0
+    emu.script.turns = [Turn(user_text="Hello there.", reply="A reply long enough to be cut.")]
+    write_config(emu.base_url, mode="server_vad")
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 5.0)
+    out_jsonl = tmp_path / "t.jsonl"
+    proc = subprocess.Popen(
+        [PY, "-m", "voicetui", "talk", "openai", "--input", str(clip), "--output",
+         str(tmp_path / "a.wav"), "--transcript", str(out_jsonl)],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "user: Hello there.\n"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert out.startswith("assistant: ") and out.rstrip().endswith("[interrupted]")
+    events = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    (ended,) = [e for e in events if e["type"] == "SessionEnded"]
+    assert ended["code"] == "user" and "Ctrl+C" in ended["reason"]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -131,10 +132,23 @@ def prepare(
 
 
 async def run(engine: ConversationEngine, writer: JsonlWriter | None) -> SessionEnded:
-    """Run the prepared conversation to its end."""
+    """Run the prepared conversation to its end; Ctrl+C ends it cleanly (the transcript
+    gets its SessionEnded line)."""
+    loop = asyncio.get_running_loop()
+    pending: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        pending.append(loop.create_task(engine.end("stopped with Ctrl+C")))
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop)
+        loop.add_signal_handler(signal.SIGTERM, stop)
     try:
         return await engine.run()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         if writer is not None:
             writer.close()
 
@@ -153,7 +167,9 @@ def cli_main(args: argparse.Namespace) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"voicetui talk: {message}", file=sys.stderr, flush=True)
         return EXIT_FAIL
-    if ended.code in ("input_finished", "user", "max_duration"):
+    if ended.code == "user":
+        return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
+    if ended.code in ("input_finished", "max_duration"):
         return EXIT_OK
     reason = printer.fatal or ended.reason
     print(f"voicetui talk: {reason}", file=sys.stderr, flush=True)
