@@ -75,11 +75,11 @@ class ConsoleScreen(VoiceScreen):
                 with Horizontal(classes="status-row"):
                     yield StateBadge(id="state")
                     yield SessionLine("no session", id="session-line")
-                    yield SessionTimer("session 00:00 / —", id="timer")
                 with Horizontal(classes="status-row"):
                     yield LevelMeter("mic", id="mic-meter")
                     yield LevelMeter("spk", id="spk-meter")
                 with Horizontal(classes="status-row"):
+                    yield SessionTimer("session 00:00 / —", id="timer")
                     yield UsageLine("today —", id="usage")
                     yield HealthLine("health checking…", id="health-line")
             yield LatencyWaterfall(id="waterfall")

@@ -271,7 +271,7 @@ class TranscriptView(ScrollView, can_focus=True):
                 text.append(" ▍", s["transcript--partial"])
             if entry.interrupted:
                 heard = f" at {entry.played_ms / 1000:.1f}s" if entry.played_ms else ""
-                text.append(f"  ⏹ interrupted{heard}", s["transcript--interrupted"])
+                text.append(f"  [interrupted{heard}]", s["transcript--interrupted"])
         elif entry.kind == "tool":
             mark = "✗" if entry.interrupted else "✓" if entry.final else "⚙"
             text.append(f"  {mark} {entry.text}", s["transcript--tool"])
@@ -346,4 +346,9 @@ class TranscriptView(ScrollView, can_focus=True):
         offset = line_no - self._offsets[index]
         if offset >= len(strips):
             return Strip.blank(width, self.rich_style)
-        return strips[offset].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        # unstyled gaps take the widget's colours (as RichLog does)
+        return (
+            strips[offset]
+            .crop_extend(scroll_x, scroll_x + width, self.rich_style)
+            .apply_style(self.rich_style)
+        )

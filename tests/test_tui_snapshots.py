@@ -1,0 +1,195 @@
+"""SVG snapshots of every screen, and of the console in the middle of a reply.
+
+Deterministic by construction: the app runs ``frozen`` (no meter polling, no session clock,
+no cursor blink, no device scan or voice fetch), keys come from the environment (so the
+keyring is never asked), the config lives at a fixed path, and the transcript is fed with
+real engine events in a fixed order. Run with ``env -u TEXTUAL_THEME`` (Textual reads it at
+import time); NO_COLOR is removed by the shared conftest. Update with
+``pytest --snapshot-update tests/test_tui_snapshots.py`` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_tui_support import MISTRAL, OPENAI, wait_until, write_config
+from textual.pilot import Pilot
+
+from voicetui.engine.events import (
+    AssistantTextDelta,
+    AssistantTextFinal,
+    Event,
+    Interrupted,
+    SessionStarted,
+    State,
+    StateChanged,
+    ToolActivity,
+    TurnLatency,
+    UserTranscript,
+)
+from voicetui.health import HealthResult
+from voicetui.tui.app import VoiceTuiApp
+from voicetui.tui.messages import EngineEvent, HealthUpdated
+from voicetui.tui.screens.keys import KeysScreen
+from voicetui.tui.widgets.meters import LevelMeter
+from voicetui.tui.widgets.status import SessionTimer
+
+SIZE = (120, 40)
+FIXED_DIR = Path("/tmp/voicetui-snapshots")  # the settings screen shows the config path
+
+
+@pytest.fixture
+def snap_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[VoiceTuiApp]:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-snapshot-openai-key-0000WXYZ")
+    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-snapshot-key-0000ABCD")
+    FIXED_DIR.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(
+        FIXED_DIR / "config.toml",
+        provider=OPENAI,
+        providers={
+            OPENAI: {"baseUrl": "http://127.0.0.1:9", "turnDetection": "push_to_talk"},
+            MISTRAL: {"baseUrl": "http://127.0.0.1:9"},
+        },
+        audio={},
+        theme="voicetui-dusk",
+    )
+    yield VoiceTuiApp(cfg, frozen=True, autostart=False, health_on_start=False)
+    shutil.rmtree(FIXED_DIR, ignore_errors=True)
+
+
+HEALTH = [
+    HealthResult(OPENAI, "ok", 84.0, "3 models available"),
+    HealthResult(MISTRAL, "unauthorized", 41.0, "the API key was rejected (401); set a new one"),
+]
+
+
+def conversation() -> list[Event]:
+    """A finished exchange (reply cut short by barge-in), then a reply mid-stream."""
+    return [
+        SessionStarted(
+            provider=OPENAI,
+            model="gpt-realtime",
+            voice="marin",
+            turn_detection="push_to_talk",
+            session_id="snapshot",
+            max_duration_s=600,
+        ),
+        StateChanged(state=State.LISTENING, previous=State.CONNECTING),
+        UserTranscript(
+            turn_id="t1", text="Tell me a long story about the sea.", final=True,
+            speaker="speaker_1", start=0.1, end=1.5,
+        ),
+        AssistantTextDelta(turn_id="r1", text="Once upon a time, a lighthouse keeper"),
+        AssistantTextDelta(turn_id="r1", text=" counted the waves every night"),
+        Interrupted(turn_id="r1", played_ms=1800),
+        AssistantTextFinal(
+            turn_id="r1", text="Once upon a time, a lighthouse keeper counted",
+            interrupted=True,
+        ),
+        UserTranscript(
+            turn_id="t2", text="What's the weather in Paris this weekend?", final=True,
+            speaker="speaker_1", start=0.2, end=2.1, segment_index=0,
+        ),
+        UserTranscript(
+            turn_id="t2", text="And should I pack an umbrella?", final=True,
+            speaker="speaker_2", start=2.3, end=3.6, segment_index=1,
+        ),
+        ToolActivity(turn_id="r2", name="web_search", status="started",
+                     detail="searching the web…"),
+        ToolActivity(turn_id="r2", name="web_search", status="done",
+                     detail="web search: 3 results"),
+        StateChanged(state=State.ASSISTANT_SPEAKING, previous=State.THINKING),
+        AssistantTextDelta(turn_id="r2", text="Saturday looks rainy in Paris, around 14°C,"),
+        AssistantTextDelta(turn_id="r2", text=" so yes — pack the umbrella. Sunday"),
+        TurnLatency(turn_id="t2", final_transcript_ms=310, first_text_ms=720,
+                    first_audio_ms=980),
+    ]  # fmt: skip
+
+
+async def feed(pilot: Pilot[Any], events: list[Event]) -> None:
+    app = pilot.app
+    assert isinstance(app, VoiceTuiApp)
+    console = app.console_screen
+    for event in events:
+        console.post_message(EngineEvent(event))
+    app.health.update({r.provider: r for r in HEALTH})
+    console.post_message(HealthUpdated(HEALTH))
+    await pilot.pause()
+    console.query_one("#mic-meter", LevelMeter).set_level(-24)
+    console.query_one("#spk-meter", LevelMeter).set_level(-9)
+    console.query_one(SessionTimer).show(83, 600)
+    await pilot.pause()
+
+
+def test_console_idle(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    assert snap_compare(snap_app, terminal_size=SIZE)
+
+
+def test_console_mid_reply(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await feed(pilot, conversation())
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_keys_screen_first_run(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await app.push_screen(KeysScreen(first_run=True, focus_provider=MISTRAL))
+        await wait_until(
+            lambda: all("environment" in str(s.content) for s in app.screen.query(".key-source")),
+            5,
+            "key sources",
+        )
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_settings_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    assert snap_compare(snap_app, terminal_size=SIZE, press=["s", "_"])
+
+
+def test_health_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, VoiceTuiApp)
+        app.health.update({r.provider: r for r in HEALTH})
+        await pilot.press("h")
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_theme_picker_previewing(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await feed(pilot, conversation())
+        await pilot.press("t", "down")  # previews voicetui-paper behind the dialog
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_command_palette(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pilot.press("ctrl+p", *"provider")
+        await pilot.pause(0.3)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.asyncio
+async def test_no_color_is_respected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    cfg = write_config(tmp_path / "c.toml", provider=OPENAI, providers={})
+    app = VoiceTuiApp(cfg, frozen=True, autostart=False, health_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.no_color
+        svg = app.export_screenshot()
+    # monochrome: no theme accent colour survives the filter
+    assert "#7aa2f7" not in svg.lower()
