@@ -378,7 +378,7 @@ def measure_floor(device: str, seconds: float) -> float:
 
 
 def simulate(
-    chunk_ms: int, speed: float, seed: int, seconds: float = 60.0
+    chunk_ms: int, speed: float, seed: int, seconds: float = 60.0, prebuffer_ms: float = 20.0
 ) -> tuple[int, float, float]:
     """The same JitterBuffer on a synthetic clock (10 ms pulls): underruns, final pre-buffer,
     time of the last underrun. Many seeds in seconds, to show the spread one run cannot."""
@@ -388,7 +388,7 @@ def simulate(
     n = int(seconds * 1000 / chunk_ms)
     ideal = np.arange(n) * chunk_ms / 1000 / speed
     arrivals = np.maximum.accumulate(np.maximum(ideal + rng.uniform(-0.03, 0.03, n), 0.0))
-    jb = JitterBuffer(SR, prebuffer_ms=20, max_prebuffer_ms=40)
+    jb = JitterBuffer(SR, prebuffer_ms=prebuffer_ms, max_prebuffer_ms=40)
     out = np.zeros(240, np.float32)
     data = np.ones(SR * chunk_ms // 1000, np.float32)
     t, k, last, last_t = float(rng.uniform(0, 0.01)), 0, 0, 0.0
@@ -566,10 +566,12 @@ async def main_async(args: argparse.Namespace) -> int:
     for chunk in (20, 40, 100):
         sa = [simulate(chunk, 1.5, s_) for s_ in range(10)]
         sb = [simulate(chunk, 1.0, s_) for s_ in range(10)]
+        s30 = [simulate(chunk, 1.5, s_, prebuffer_ms=30) for s_ in range(10)]
         rows.append(
             [
                 f"{chunk} ms",
                 f"{sum(r[0] for r in sa)} (max {max(r[0] for r in sa)})",
+                f"{sum(r[0] for r in s30)}",
                 f"{sum(r[0] for r in sb)} (max {max(r[0] for r in sb)})",
                 f"{statistics.median(r[1] for r in sb):.0f} / {max(r[1] for r in sb):.0f} ms",
                 f"{max(r[2] for r in sb):.1f} s",
@@ -581,6 +583,7 @@ async def main_async(args: argparse.Namespace) -> int:
             [
                 "chunk",
                 "(a) underruns, all seeds",
+                "(a) with prebuffer_ms=30",
                 "(b) underruns, all seeds",
                 "(b) final pre-buffer median / max",
                 "(b) latest underrun",

@@ -12,7 +12,7 @@ anti-alias filter with its first null at 8 kHz; the detector only looks below 4 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -72,9 +72,9 @@ class LocalTurnDetector:
     start_ms: float = 60.0
     end_silence_ms: float = 500.0
     min_level_dbfs: float = SILENCE_DBFS
-    in_speech: bool = False
-    _speech_run: float = 0.0
-    _silence_run: float = 0.0
+    in_speech: bool = field(default=False, init=False)
+    _speech_run: float = field(default=0.0, init=False, repr=False)
+    _silence_run: float = field(default=0.0, init=False, repr=False)
 
     def update(self, frame: CaptureFrame) -> TurnEvent | None:
         """Feed one frame; return an event when the state changes."""
