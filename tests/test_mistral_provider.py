@@ -286,7 +286,7 @@ async def test_speaker_labels_relabel_without_delaying_first_audio(
 ) -> None:
     emu = mistral_emulator
     segments = [("speaker_1", "Hello there,"), ("speaker_2", "how are you?")]
-    emu.script = Script(turns=[Turn(user_text=HELLO, segments=segments, reply=REPLY)])
+    emu.script = Script(turns=[Turn(user_text=HELLO, segments=segments, reply="Fine, thanks.")])
     # batch transcription (diarization) is slow: 0.8 s; the realtime text arrives long before
     emu.timing.first_transcript_delay_s = 0.8
     emu.timing.first_token_delay_s = 0.05
@@ -508,12 +508,13 @@ async def test_transcription_socket_drop_reconnects_and_carries_on(
     emu = mistral_emulator
     emu.fault_scope = "/v1/audio/transcriptions/realtime"
     emu.faults.drop_after_events = 3  # session.created, session.updated, one delta
+    emu.script = Script(turns=[Turn(user_text=HELLO, reply="Fine, thanks.")])
     run = await converse(emu, tmp_path, "push_to_talk", clip(0.2, HELLO, 0.2), realtime=True)
     assert_clean(run, emu)
     assert len(run.of(Reconnecting)) == 1 and len(run.of(Reconnected)) == 1
     assert len(emu.log.of("ws_open", "/v1/audio/transcriptions/realtime")) == 2
     assert [e.text for e in run.user_lines() if not e.relabel] == [HELLO]
-    assert [e.text for e in run.of(AssistantTextFinal)] == [REPLY]
+    assert [e.text for e in run.of(AssistantTextFinal)] == ["Fine, thanks."]
 
 
 async def test_speech_socket_drop_falls_back_to_rest_without_repeating(
@@ -529,6 +530,23 @@ async def test_speech_socket_drop_falls_back_to_rest_without_repeating(
     # nothing heard twice, nothing lost: exactly the reply's audio
     assert len(run.audio) == reply_samples(REPLY)
     assert np.allclose(run.audio, spoken(PIECES), atol=2e-4)
+
+
+async def test_agent_stream_cut_mid_reply_speaks_what_came_and_carries_on(
+    mistral_emulator: MistralEmulator, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    emu.fault_scope = "/v1/conversations"
+    emu.faults.drop_after_events = 8  # started + 7 words, then the body is cut
+    run = await converse(emu, tmp_path, "push_to_talk", clip(HELLO))
+    assert run.ended is not None and run.ended.code == "input_finished"
+    assert emu.log.of("sse_drop", "/v1/conversations")
+    errors = run.of(ErrorEvent)
+    assert len(errors) == 1 and not errors[0].fatal and "cut off" in errors[0].message
+    heard = run.of(AssistantTextFinal)[0].text
+    assert heard == "I'm doing well, thank you for asking!"
+    assert [d.status for d in run.of(AssistantDone)] == ["failed"]
+    assert len(run.audio) == len(spoken(PIECES[:2]))  # what came was spoken, in full
 
 
 async def test_realtime_speech_unavailable_uses_rest_per_sentence(
