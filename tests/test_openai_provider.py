@@ -206,6 +206,7 @@ async def test_push_to_talk_turn(emu: OpenAIEmulator, tmp_path: Path) -> None:
     totals = run.usage.today(SPEC)
     assert (totals.input_tokens, totals.output_tokens) == emulated_usage(emu)
     assert totals.requests == 1
+    assert totals.audio_seconds == pytest.approx(expected / SR, abs=0.001)
     assert run.usage.rate_limits(SPEC)["tokens"]["limit"] == 400000
     # latency waterfall, kept in the transcript too
     (lat,) = run.of(TurnLatency)

@@ -664,11 +664,13 @@ class OpenAIRealtimeSession:
             self._active_response = None
         cancelled = status != "completed" or rid in self._cancelled_responses
         turn_id = rid
+        samples = 0
         for reply in self._replies.values():
             if reply.response_id == rid:
                 reply.generated = True
                 reply.cancelled = reply.cancelled or cancelled
                 turn_id = reply.item_id
+                samples += reply.received_samples
         if status == "failed":
             details = getattr(response, "status_details", None)
             err = getattr(details, "error", None)
@@ -688,6 +690,7 @@ class OpenAIRealtimeSession:
                     provider=SPEC_KEY,
                     input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
                     output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+                    audio_seconds=round(samples / ENGINE_RATE, 3),  # assistant audio received
                     requests=1,
                 )
             )
