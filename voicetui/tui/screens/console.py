@@ -81,6 +81,7 @@ class ConsoleScreen(VoiceScreen):
                 with Horizontal(classes="status-row"):
                     yield SessionTimer("session 00:00 / —", id="timer")
                     yield UsageLine("today —", id="usage")
+                with Horizontal(classes="status-row"):
                     yield HealthLine("health checking…", id="health-line")
             yield LatencyWaterfall(id="waterfall")
         yield Footer()
