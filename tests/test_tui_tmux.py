@@ -39,6 +39,7 @@ class Tmux:
         proc = subprocess.run(
             ["bash", str(DRIVE), args[0], self.name, *args[1:]],
             env=self.env,
+            check=False,
             capture_output=True,
             text=True,
             timeout=60,
