@@ -201,10 +201,9 @@ class MistralSession:
 
     async def connect(self) -> None:
         """Create the client, find or create the agent and open the transcription socket."""
-        from mistralai.client import Mistral
-
-        self.client = Mistral(
-            api_key=self.ctx.api_key, server_url=self.settings.base_url or None, timeout_ms=30_000
+        # importing the SDK and first touching its sub-clients costs ~1 s: not on the loop
+        self.client = await asyncio.to_thread(
+            build_client, self.ctx.api_key, self.settings.base_url or None
         )
         self.agents = AgentManager(
             self.client, self.settings, self.ctx.state_dir, log=self.log, policy=self.policy
@@ -802,6 +801,40 @@ class MistralSession:
         if open_turn is not None and open_turn.audio:
             open_turn.partial = ""
             await self.listener.send(np.concatenate(open_turn.audio).tobytes())
+
+
+def build_client(api_key: str, server_url: str | None) -> Mistral:
+    """One client for the whole session (keep-alive connections are reused), with every
+    sub-client and event model it will use loaded up front (call it in a worker thread)."""
+    from mistralai.client import Mistral, models
+    from mistralai.extra import realtime
+
+    client = Mistral(api_key=api_key, server_url=server_url, timeout_ms=30_000)
+    audio, beta = client.audio, client.beta
+    for sub in (audio.realtime, audio.realtime_speech, audio.speech, audio.transcriptions):
+        assert sub is not None
+    assert beta.agents is not None and beta.conversations is not None
+    for name in (
+        "TranscriptionStreamTextDelta",
+        "TranscriptionStreamDone",
+        "TurnDetectionStartEvent",
+        "TurnDetectionEagerEndEvent",
+        "TurnDetectionEndEvent",
+        "RealtimeTranscriptionError",
+        "MessageOutputEvent",
+        "ResponseStartedEvent",
+        "ToolExecutionStartedEvent",
+        "ToolExecutionDoneEvent",
+        "ResponseDoneEvent",
+        "ResponseErrorEvent",
+        "SpeechStreamAudioDelta",
+        "SpeechStreamDone",
+        "RealtimeSpeechError",
+        "AudioFormat",
+    ):
+        getattr(models, name)
+    assert realtime.UnknownRealtimeEvent is not None
+    return client
 
 
 def _text_of(content: Any) -> str:
