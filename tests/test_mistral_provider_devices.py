@@ -1,0 +1,107 @@
+"""The Mistral cascade on the live path the console uses: the virtual microphone and speaker
+(PulseAudio sandbox), the echo-gated duplex policy, the real SDK against the Mistral emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicetui.audio.factory import AudioOptions, open_audio
+from voicetui.audio.ports import ENGINE_RATE, DuplexPolicy
+from voicetui.audio.wav import read_wav_mono
+from voicetui.engine.events import (
+    AssistantDone,
+    AssistantTextFinal,
+    ErrorEvent,
+    Event,
+    State,
+    UserSpeechStarted,
+    UserTranscript,
+)
+from voicetui.engine.session import ConversationEngine
+from voicetui.engine.transcript import TranscriptStore
+from voicetui.providers.base import ProviderSettings
+from voicetui.providers.mistral import PROVIDER
+from voicetui.testing.emulators.common import Turn, speech_like_pcm
+from voicetui.testing.emulators.mistral import MistralEmulator
+
+pytestmark = [pytest.mark.audio, pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+def run_quiet(args: list[str]) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+async def test_mistral_live_devices_server_vad_turn(
+    mistral_emulator: MistralEmulator, audio_sandbox: Path, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    emu.script.turns = [Turn(user_text="Hello there.", reply="Hello, I hear you fine.")]
+    speech = tmp_path / "speech.wav"
+    run_quiet(["bash", str(audio_sandbox), "speech", "Hello there, can you hear me?", str(speech)])
+    rig = open_audio(
+        AudioOptions(input_device="pulse", output_device="pulse", duplex=DuplexPolicy.GATED)
+    )
+    settings = ProviderSettings(
+        spec_key="ai-voice-conv.mistral", model="mistral-small-latest", voice="default",
+        turn_detection="server_vad", max_session_duration_s=600, base_url=emu.base_url,
+    )  # fmt: skip
+    engine = ConversationEngine(
+        provider=PROVIDER, settings=settings, api_key="test-key",
+        audio_in=rig.input, audio_out=rig.output, gate=rig.gate,
+        store=TranscriptStore(tmp_path / "t"), state_dir=tmp_path,
+    )  # fmt: skip
+    events: list[Event] = []
+    engine.subscribe(events.append)
+    recording = tmp_path / "speaker.wav"
+
+    async def drive() -> None:
+        try:
+            for _ in range(2000):
+                if engine.state == State.LISTENING:
+                    break
+                await asyncio.sleep(0.01)
+            rec = await asyncio.create_subprocess_exec(
+                "parecord", "--latency-msec=50", "--device=vspeaker.monitor",
+                f"--rate={ENGINE_RATE}", "--channels=1", "--format=s16le",
+                "--file-format=wav", str(recording),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(0.3)
+            # the user speaks into the virtual microphone
+            play = await asyncio.create_subprocess_exec("paplay", "--device=vmic_feed", str(speech))
+            await play.wait()
+            for _ in range(300):  # until the reply has been generated...
+                if any(isinstance(e, AssistantDone) for e in events):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.wait_for(rig.output.wait_idle(), 10)  # ...and has played out
+            await asyncio.sleep(0.3)
+            rec.send_signal(signal.SIGINT)
+            await asyncio.wait_for(rec.wait(), 5)
+        finally:
+            await engine.end()
+
+    task = asyncio.create_task(drive())
+    ended = await engine.run()
+    await task
+
+    assert ended.code == "user", [e for e in events if isinstance(e, ErrorEvent)]
+    assert any(isinstance(e, UserSpeechStarted) for e in events)  # the server VAD heard it
+    finals = [e for e in events if isinstance(e, UserTranscript) and e.final]
+    assert finals[0].text == "Hello there." and not finals[0].relabel
+    assert all(e.relabel and e.speaker == "speaker_1" for e in finals[1:])  # diarized
+    (reply,) = [e for e in events if isinstance(e, AssistantTextFinal)]
+    assert reply.text == "Hello, I hear you fine." and not reply.interrupted
+    # what the mic captured went to the transcription socket: at least the clip's length
+    assert emu.log.audio_bytes_received() >= len(read_wav_mono(speech)) * 2
+    assert emu.log.event_types("ws_out").count("turn.end") == 1  # the service ended the turn
+    # the reply really came out of the virtual speaker, all of it
+    played = np.count_nonzero(np.abs(read_wav_mono(recording)) > 1e-3) / ENGINE_RATE
+    expected = len(speech_like_pcm("Hello, I hear you fine.")) / ENGINE_RATE
+    assert played == pytest.approx(expected, abs=0.35)  # word gaps are silent in both
