@@ -617,3 +617,46 @@ async def test_error_events_become_non_fatal_errors_and_quiet_ones_are_ignored(
     (error,) = run.of(ErrorEvent)
     assert not error.fatal and error.code == "invalid_value"
     assert error.message.startswith("OpenAI: ")
+
+
+@pytest.mark.parametrize(
+    ("margin_s", "reason"),
+    [(1.5, "renewing the session"), (-100.0, "ended the session at its time limit")],
+    ids=["renewed-before-the-cap", "rolled-over-at-the-cap"],
+)
+async def test_session_cap_rolls_over_with_one_continuous_transcript(
+    emu: OpenAIEmulator, tmp_path: Path, margin_s: float, reason: str
+) -> None:
+    emu.session_max_s = 4.0  # the service's cap on the first socket
+    emu.script.turns = [
+        Turn(user_text="Hello there.", reply="Hi, good to hear you."),
+        Turn(user_text="And then?", reply="Then we carry on."),
+    ]
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 3.6, "And then", 0.3)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
+    run.provider.rollover_margin_s = margin_s
+
+    def relax(event: Event) -> None:
+        if isinstance(event, Reconnecting):
+            emu.session_max_s = 3600.0  # the new session is far from its cap
+
+    run.engine.subscribe(relax)
+    ended = await run.run()
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    (again,) = run.of(Reconnecting)
+    assert reason in again.reason
+    assert len(run.of(Reconnected)) == 1 and len(emu.log.of("ws_open")) == 2
+    assert run.lines() == [
+        ("user", "Hello there."),
+        ("assistant", "Hi, good to hear you."),
+        ("user", "And then?"),
+        ("assistant", "Then we carry on."),
+    ]
+    assert not run.of(ErrorEvent) and not run.of(Interrupted)
+    second = emu.sessions[1].id
+    seeded = [
+        (e.body or {})["item"]["role"]
+        for e in emu.log.of("ws_in")
+        if e.event_type == "conversation.item.create" and e.conversation_id == second
+    ]
+    assert seeded == ["user", "assistant"]

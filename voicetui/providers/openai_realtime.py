@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +251,11 @@ class OpenAIRealtimeSession:
         # the conversation so far, for seeding a new socket: [role, key, text]
         self._history: list[list[str]] = []
         self._finalizer: asyncio.Task[None] | None = None
+        self._rollover: asyncio.Task[None] | None = None
+        self._rolling_over = False
+        self._expires_at: float | None = None  # epoch seconds, from session.created
+        self._talking = False  # push-to-talk key down
+        self._user_speaking = False  # server VAD: between speech started and stopped
         self.session_ids: list[str] = []  # server session ids, one per socket
 
     # --- ProviderSession ------------------------------------------------------------------
@@ -257,6 +263,7 @@ class OpenAIRealtimeSession:
     async def connect(self) -> None:
         """Open the socket, configure the session and wait until the server applied it."""
         await self._open(seed=False)
+        self._watch_expiry()
         if self._finalizer is None:
             self._finalizer = asyncio.create_task(self._finalize_loop(), name="openai-finals")
 
@@ -274,12 +281,15 @@ class OpenAIRealtimeSession:
             except ConnectionClosedOK:
                 if self._is_closing():
                     return
-                if not self._expired:
+                planned, expired = self._rolling_over, self._expired
+                self._rolling_over = self._expired = False
+                if planned:  # we closed it: a fresh session before the service's cap
+                    await self._reconnect("renewing the session before its time limit", now=True)
+                elif expired:  # the service's cap: roll over the same way
+                    await self._reconnect("the service ended the session at its time limit")
+                else:
                     self.log.info("OpenAI closed the session normally")
                     return
-                # the service's session cap: roll over to a fresh session, same transcript
-                self._expired = False
-                await self._reconnect("the service ended the session at its time limit")
             except (ConnectionClosed, OSError) as exc:
                 if self._is_closing():
                     return
@@ -301,6 +311,7 @@ class OpenAIRealtimeSession:
         """Talk key down: cut the assistant if it is speaking, then start a clean buffer."""
         if self._assistant_busy():
             await self._cut("barge_in", cancel=True)
+        self._talking = True
         self._ptt_seq += 1
         self._ptt_turn = f"ptt_{self._ptt_seq}"
         self._turn_samples = 0
@@ -310,6 +321,7 @@ class OpenAIRealtimeSession:
     async def end_user_turn(self) -> None:
         """Talk key up: commit (never under 100 ms) and ask for the reply."""
         turn = self._ptt_turn or f"ptt_{self._ptt_seq}"
+        self._talking = False
         self.ctx.emit(UserSpeechStopped(turn_id=turn))
         if self._turn_samples < MIN_COMMIT_SAMPLES:
             self.log.info("turn shorter than 100 ms: cleared, not committed")
@@ -328,6 +340,8 @@ class OpenAIRealtimeSession:
     async def close(self) -> None:
         """Close the socket; lines still playing become final with what was heard."""
         self._closing = True
+        if self._rollover is not None:
+            self._rollover.cancel()
         if self._finalizer is not None:
             self._finalizer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -436,8 +450,9 @@ class OpenAIRealtimeSession:
                 }
             )
 
-    async def _reconnect(self, reason: str) -> None:
-        """Backoff 1 s, 2 s, 4 s (capped), then give up with one clear line."""
+    async def _reconnect(self, reason: str, *, now: bool = False) -> None:
+        """Backoff 1 s, 2 s, 4 s (capped), then give up with one clear line. ``now``: a
+        planned renewal, whose first attempt needs no backoff."""
         old, self._conn = self._conn, None
         if old is not None:
             with contextlib.suppress(Exception):
@@ -447,7 +462,7 @@ class OpenAIRealtimeSession:
         attempts = self._provider.max_reconnect_attempts
         last = reason
         for attempt in range(1, attempts + 1):
-            delay = min(base * 2 ** (attempt - 1), base * 4)
+            delay = 0.0 if now and attempt == 1 else min(base * 2 ** (attempt - 1), base * 4)
             self.ctx.emit(Reconnecting(attempt=attempt, delay_s=delay, reason=last))
             await asyncio.sleep(delay)
             if self._closing:
@@ -461,11 +476,38 @@ class OpenAIRealtimeSession:
                 self.log.warning("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             self.ctx.emit(Reconnected(attempt=attempt))
+            self._watch_expiry()
             return
         raise ProviderError(
             f"lost the connection to OpenAI and could not reconnect ({last})",
             code="network",
         )
+
+    def _watch_expiry(self) -> None:
+        """Renew the session shortly before the service's cap (``expires_at``), at a quiet
+        moment, so a long conversation never hits the hard cut mid-reply."""
+        if self._rollover is not None:
+            self._rollover.cancel()
+        conn = self._conn
+        if conn is not None and self._expires_at is not None:
+            self._rollover = asyncio.create_task(
+                self._rollover_when_due(conn, self._expires_at), name="openai-rollover"
+            )
+
+    async def _rollover_when_due(self, conn: AsyncRealtimeConnection, expires_at: float) -> None:
+        margin = self._provider.rollover_margin_s
+        await asyncio.sleep(max(expires_at - time.time() - margin, 0.0))
+        # wait for a quiet moment (polled: it depends on playback as well as the wire)
+        while self._conn is conn and time.time() < expires_at - 0.5:
+            if not (self._talking or self._user_speaking or self._assistant_busy()):
+                break
+            await asyncio.sleep(0.05)
+        if self._conn is not conn or self._closing:
+            return
+        self.log.info("renewing the OpenAI session before it expires")
+        self._rolling_over = True
+        with contextlib.suppress(Exception):
+            await conn.close()
 
     def _abandon_inflight(self) -> None:
         """The socket died mid-reply: the reply is over (audio already queued still plays)."""
@@ -519,6 +561,8 @@ class OpenAIRealtimeSession:
         sid = getattr(session, "id", None)
         if sid:
             self.session_ids.append(str(sid))
+        expires = getattr(session, "expires_at", None)
+        self._expires_at = float(expires) if isinstance(expires, int | float) else None
 
     async def _on_session_updated(self, event: Any) -> None:
         return None
@@ -534,10 +578,12 @@ class OpenAIRealtimeSession:
             # the server cancels a reply that has not been heard yet (interrupt_response)
             self._cancelled_responses.add(self._active_response)
         self._turn_of_item.setdefault(item_id, item_id)
+        self._user_speaking = True
         self.ctx.emit(UserSpeechStarted(turn_id=item_id))
 
     async def _on_speech_stopped(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
+        self._user_speaking = False
         self.ctx.emit(UserSpeechStopped(turn_id=self._turn_of_item.get(item_id, item_id)))
 
     async def _on_committed(self, event: Any) -> None:
@@ -869,8 +915,10 @@ class OpenAIRealtimeProvider:
         reconnect_base_delay_s: float = 1.0,
         max_reconnect_attempts: int = 5,
         connect_timeout_s: float = 15.0,
+        rollover_margin_s: float = 30.0,
     ) -> None:
         self.reconnect_base_delay_s = reconnect_base_delay_s
+        self.rollover_margin_s = rollover_margin_s
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
 
