@@ -246,3 +246,28 @@ async def test_a_short_tap_is_padded_to_100_ms_and_mute_sends_nothing(
     ]
     assert appended == []  # muted: nothing at all went out
     assert engine.muted and os.environ.get("OPENAI_API_KEY") is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_cancelling_run_still_closes_everything(
+    openai_emulator: OpenAIEmulator, tmp_path: Path
+) -> None:
+    emu = openai_emulator
+    engine = _engine(emu, tmp_path, "server_vad", 5.0)
+    events: list[object] = []
+    engine.subscribe(events.append)
+    task = asyncio.create_task(engine.run())
+    for _ in range(2000):
+        if engine.state == State.LISTENING:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert isinstance(events[-2], SessionEnded) and engine.state == State.ENDED
+    for _ in range(200):  # the socket was closed by us
+        if emu.log.of("ws_close"):
+            break
+        await asyncio.sleep(0.01)
+    assert emu.log.of("ws_close")

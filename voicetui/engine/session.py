@@ -348,10 +348,20 @@ class ConversationEngine:
 
     async def run(self) -> SessionEnded:
         """Run the session to its end. Never raises for provider, device or network
-        errors: they become :class:`ErrorEvent` and the session ends with code ``error``."""
+        errors: they become :class:`ErrorEvent` and the session ends with code ``error``.
+        Cancelling the task still closes the connection and the devices, then re-raises."""
         if self._ran:
             raise RuntimeError("a ConversationEngine runs once")
         self._ran = True
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            self._request_end("the session was cancelled", "user")
+            with contextlib.suppress(Exception):
+                await self._finish()
+            raise
+
+    async def _run(self) -> SessionEnded:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         if self._store is not None:
