@@ -80,17 +80,13 @@ def test_pcm_decoder_carries_partial_samples() -> None:
     assert np.array_equal(np.concatenate(out), samples)
 
 
-class _FakeResponse:
-    def __init__(self, status: int, headers: dict[str, str]) -> None:
-        import httpx2
-
-        self.response = httpx2.Response(status, headers=headers, text='{"detail":"x"}')
-
-
-def _sdk_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+def _sdk_error(
+    status: int, headers: dict[str, str] | None = None, body: str = '{"detail":"x"}'
+) -> Exception:
+    import httpx2
     from mistralai.client.errors import SDKError
 
-    return SDKError("API error occurred", _FakeResponse(status, headers or {}).response)
+    return SDKError("API error occurred", httpx2.Response(status, headers=headers, text=body))
 
 
 def test_classify_statuses_and_transport_errors() -> None:
@@ -106,6 +102,8 @@ def test_classify_statuses_and_transport_errors() -> None:
     err = classify(realtime("Failed to connect: server rejected WebSocket connection: HTTP 401"))
     assert err.code == "key_rejected"
     assert "\n" not in str(classify(_sdk_error(422)))
+    gone = _sdk_error(422, body='{"detail":"Agent ag_123 not found"}')
+    assert classify(gone).code == "not_found"  # a vanished agent, however it is reported
 
 
 def test_retry_after_headers() -> None:

@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 KEY_HINT = "set a valid key with `voicetui keys set mistral`"
 _HTTP_IN_MESSAGE = re.compile(r"HTTP (\d{3})")
+# how a vanished agent or conversation may be reported besides a 404
+_GONE = re.compile(
+    r"(agent|conversation)\b.{0,80}\b(not found|does not exist|unknown|deleted)", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +110,9 @@ def classify(exc: BaseException, *, what: str = "Mistral") -> ProviderError:
             code="server",
             retryable=True,
         )
-    if status == 404:
-        return ProviderError(f"Mistral: not found during {what} (HTTP 404)", code="not_found")
+    body = str(getattr(exc, "body", "") or "")
+    if status == 404 or (status in (400, 422) and _GONE.search(body)):
+        return ProviderError(f"Mistral: not found during {what} (HTTP {status})", code="not_found")
     if status is not None:
         detail = _short(getattr(exc, "body", "") or str(exc))
         return ProviderError(

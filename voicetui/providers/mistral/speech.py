@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mistralai.extra.realtime import RealtimeSpeechConnection
 
 TTS_RATE = 24_000
+SOCKET_IDLE_S = 15.0  # no event for this long after `end`: the speech socket is dead
 
 
 class PcmDecoder:
@@ -143,6 +144,7 @@ class SpeechPipeline:
         self._samples_since_confirmed = 0
         self._ws_failed = False
         self._end_sent = False
+        self._last_rx = time.monotonic()
         self.stats = SpeechStats()
         self._pump = asyncio.create_task(self._run(), name="mistral-tts")
 
@@ -263,8 +265,7 @@ class SpeechPipeline:
                     self._ws_failed = True
                     self._log.warning("speech socket end failed: %s", exc)
             if receiver is not None:
-                await receiver
-                reraise_if_cancelling()
+                await self._await_receiver(receiver)
             if self._ws_failed:
                 await self._rest_catch_up()
         finally:
@@ -275,6 +276,27 @@ class SpeechPipeline:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
+
+    async def _await_receiver(self, receiver: asyncio.Task[None]) -> None:
+        """Wait for the socket's last audio. Services differ in how they end a reply (one
+        ``done`` after ``end``, one per flush, or just a close), so a socket that has
+        confirmed every piece and then goes quiet is done, and one silent for
+        :data:`SOCKET_IDLE_S` mid-reply has failed (the rest goes over REST)."""
+        while not receiver.done():
+            await asyncio.wait({receiver}, timeout=0.25)
+            reraise_if_cancelling()
+            if receiver.done():
+                break
+            quiet = time.monotonic() - self._last_rx
+            all_confirmed = self._confirmed >= len(self._pieces)
+            if (all_confirmed and quiet >= 1.0) or quiet >= SOCKET_IDLE_S:
+                if not all_confirmed:
+                    self._ws_failed = True
+                    self._log.warning("speech socket silent for %.0f s; using REST", quiet)
+                receiver.cancel()
+                with contextlib.suppress(BaseException):
+                    await receiver
+                break
 
     async def _receive(self, conn: RealtimeSpeechConnection) -> None:
         from mistralai.client.models import (
@@ -287,6 +309,7 @@ class SpeechPipeline:
         decoder = PcmDecoder()
         try:
             async for event in conn:
+                self._last_rx = time.monotonic()
                 if isinstance(event, SpeechStreamAudioDelta):
                     self._deliver(decoder.decode(event.audio_data))
                 elif isinstance(event, SpeechStreamDone):
