@@ -196,7 +196,8 @@ async def test_spoken_wav_captured_through_the_mic(tmp_path: Path, device_rate: 
 
 @pytest.fixture
 def room() -> Iterator[None]:
-    """A PulseAudio loopback from the virtual speaker into the virtual mic (an echo path)."""
+    """A PulseAudio loopback from the virtual speaker into the virtual mic: an echo path with
+    about 60 ms of delay and -13 dB of coupling, like a laptop's speakers and microphone."""
     module = subprocess.run(
         [
             "pactl",
@@ -210,6 +211,16 @@ def room() -> Iterator[None]:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    inputs = json.loads(
+        subprocess.run(
+            ["pactl", "-f", "json", "list", "sink-inputs"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    index = next(str(x["index"]) for x in inputs if str(x["owner_module"]) == module)
+    subprocess.run(["pactl", "set-sink-input-volume", index, "60%"], check=True)  # ~ -13 dB
     yield
     subprocess.run(["pactl", "unload-module", module], check=False)
 

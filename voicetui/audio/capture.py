@@ -84,6 +84,7 @@ class DeviceInput:
         self.rate = rate
         self.device_name = dev.name
         self._resampler = StreamResampler(rate, ENGINE_RATE)
+        self._queue = asyncio.Queue(self._queue.maxsize)  # a restart must not see the old end
         # at the engine rate the device hands over int16 directly: no conversion at all
         dtype = "int16" if self._resampler.passthrough else "float32"
         try:
@@ -162,15 +163,17 @@ class DeviceInput:
         self._last_callback = now
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(
-                self._on_block, indata[:, 0].copy(), now, bool(status.input_overflow)
-            )
+            with contextlib.suppress(RuntimeError):  # loop closed under an open stream: drop
+                loop.call_soon_threadsafe(
+                    self._on_block, indata[:, 0].copy(), now, bool(status.input_overflow)
+                )
 
     def _finished(self) -> None:
         if not self._stopping and self._loop is not None:
-            self._loop.call_soon_threadsafe(
-                self._fail, "the input stream stopped unexpectedly (device unplugged?)"
-            )
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(
+                    self._fail, "the input stream stopped unexpectedly (device unplugged?)"
+                )
 
     # ------------------------------------------------------------------ loop side
     def _on_block(self, block: np.ndarray, t_callback: float, overflow: bool) -> None:

@@ -4,9 +4,12 @@ Without headphones the assistant's own voice comes back through the microphone. 
 
 * ``gated`` (default): while the assistant is audible, a mic frame counts as barge-in only if
   the VAD says speech *and* its level exceeds the expected echo by ``margin_db``, sustained
-  for ``sustain_ms`` (coughs and clicks are shorter). The expected echo is the loudest recent
-  playback level plus a coupling estimate (speaker -> mic gain) learned while the assistant
-  talks and the user does not.
+  for ``sustain_ms`` (coughs and clicks are shorter; a dip between syllables is forgiven).
+  The expected echo is the loudest recent playback level plus a coupling estimate
+  (speaker -> mic gain) learned while the assistant talks and the user does not. The
+  estimate is a peak follower (rises fast, by ``coupling_attack_db_s``; decays slowly, by
+  ``coupling_release_db_s``): an *average* would sit below the echo of loud syllables,
+  which would then pass as barge-in.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
@@ -42,7 +45,8 @@ class EchoGate:
         sustain_ms: float = 60.0,
         echo_window_s: float = 0.25,
         initial_coupling_db: float = 0.0,
-        coupling_alpha: float = 0.05,
+        coupling_release_db_s: float = 6.0,
+        coupling_attack_db_s: float = 50.0,
     ) -> None:
         self.policy = DuplexPolicy(policy)
         self.output = output
@@ -51,7 +55,8 @@ class EchoGate:
         self.echo_window_s = echo_window_s
         # speaker->mic gain in dB; starts pessimistic (echo as loud as the playback) and adapts
         self.coupling_db = initial_coupling_db
-        self._alpha = coupling_alpha
+        self._release_db_s = coupling_release_db_s
+        self._attack_db_s = coupling_attack_db_s
         self._run_ms = 0.0
         self._last_frame_at = 0.0
         self.last_mic_dbfs = SILENCE_DBFS
@@ -101,13 +106,23 @@ class EchoGate:
         candidate = bool(frame.speech) and over >= self.margin_db
         if candidate:
             self._run_ms += frame.duration_ms
-        else:
-            self._run_ms = 0.0
-            if echo > SILENCE_DBFS and frame.rms_dbfs > SILENCE_DBFS:
-                # learn the real speaker->mic gain from frames that are (probably) pure echo
-                measured = frame.rms_dbfs - (echo - self.coupling_db)
-                target = min(max(measured, -60.0), 6.0)
-                self.coupling_db += self._alpha * (target - self.coupling_db)
+        elif self._run_ms > 0:
+            # leaky, not reset: a word's envelope dips between syllables; a cough does not
+            # last long enough to climb to sustain_ms. No learning while a run is alive: those
+            # frames are probably the user, not the echo.
+            self._run_ms = max(0.0, self._run_ms - frame.duration_ms)
+        elif echo > SILENCE_DBFS and frame.rms_dbfs > SILENCE_DBFS:
+            # learn the real speaker->mic gain from frames that are (probably) pure echo
+            measured = frame.rms_dbfs - (echo - self.coupling_db)
+            target = min(max(measured, -60.0), 6.0)
+            if target > self.coupling_db:
+                # attack fast but not at once: the first quiet frames of a user's speech
+                # onset would otherwise raise the bar above the user's own voice
+                step = self._attack_db_s * frame.duration_ms / 1000.0
+                self.coupling_db = min(target, self.coupling_db + step)
+            else:
+                step = self._release_db_s * frame.duration_ms / 1000.0
+                self.coupling_db = max(target, self.coupling_db - step)
 
     def reset(self) -> None:
         """Forget the sustained-speech run (after a barge-in was acted on)."""

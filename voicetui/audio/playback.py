@@ -226,14 +226,16 @@ class DeviceOutput:
         if jb._events:  # unlocked peek; take_events locks
             loop = self._loop
             if loop is not None:
-                loop.call_soon_threadsafe(self._dispatch, jb.take_events())
+                with contextlib.suppress(RuntimeError):  # loop closed under an open stream
+                    loop.call_soon_threadsafe(self._dispatch, jb.take_events())
         self.callback_seconds.record(time.perf_counter() - t0)
 
     def _finished(self) -> None:
         if not self._stopping and self._loop is not None:
-            self._loop.call_soon_threadsafe(
-                self._fail, "the output stream stopped unexpectedly (device unplugged?)"
-            )
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(
+                    self._fail, "the output stream stopped unexpectedly (device unplugged?)"
+                )
 
     # ------------------------------------------------------------------ loop side
     def _dispatch(self, events: list[tuple[str, str, float]]) -> None:
