@@ -549,6 +549,35 @@ async def test_agent_stream_cut_mid_reply_speaks_what_came_and_carries_on(
     assert len(run.audio) == len(spoken(PIECES[:2]))  # what came was spoken, in full
 
 
+async def test_speech_socket_closed_while_idle_is_reopened(
+    mistral_emulator: MistralEmulator, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    closed: list[bool] = []
+
+    async def close_warm_socket(engine: ConversationEngine) -> None:
+        session: Any = engine._session
+        for _ in range(1000):
+            if session._warm is not None:
+                break
+            await asyncio.sleep(0.005)
+        conn = await session._warm.task
+        await conn._websocket.close()  # the service dropped the idle socket
+        closed.append(True)
+
+    def on_start(engine: ConversationEngine, event: Event) -> None:
+        if isinstance(event, UserSpeechStarted):
+            asyncio.get_running_loop().create_task(close_warm_socket(engine))
+
+    run = await converse(emu, tmp_path, "push_to_talk", clip(HELLO), hook=on_start)
+    assert_clean(run, emu)
+    assert closed == [True]
+    opens = emu.log.of("ws_open", "/v1/audio/speech/realtime")
+    assert len(opens) == 2  # the warm one (closed) and a fresh one at reply time
+    assert emu.log.of("http", "/v1/audio/speech") == []  # no REST fallback was needed
+    assert np.allclose(run.audio, spoken(PIECES), atol=2e-4)
+
+
 async def test_realtime_speech_unavailable_uses_rest_per_sentence(
     mistral_emulator: MistralEmulator, tmp_path: Path
 ) -> None:

@@ -194,10 +194,10 @@ class SpeechPipeline:
         self.stats.input_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
         self.stats.output_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
 
-    async def _open_ws(self) -> RealtimeSpeechConnection | None:
+    async def _open_ws(self, *, use_warm: bool = True) -> RealtimeSpeechConnection | None:
         if not self._opt.prefer_realtime:
             return None
-        warm, self._warm = self._warm, None
+        warm, self._warm = (self._warm, None) if use_warm else (None, self._warm)
         conn: RealtimeSpeechConnection | None = None
         if warm is not None:
             try:
@@ -230,9 +230,23 @@ class SpeechPipeline:
                 return None
         return conn
 
+    async def _ws_send(self, conn: RealtimeSpeechConnection, text: str) -> bool:
+        """Append one piece and flush it (the service starts speaking it at once)."""
+        try:
+            await conn.send_text(text + " ")
+            await conn.flush()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._ws_failed = True
+            self._log.warning("speech socket send failed: %s", exc)
+            return False
+
     async def _run(self) -> None:
         conn = await self._open_ws()
         receiver: asyncio.Task[None] | None = None
+        reopened = False
         try:
             if conn is not None:
                 self.stats.transport = "realtime"
@@ -242,18 +256,33 @@ class SpeechPipeline:
                 if text is None:
                     break
                 self._pieces.append(_Piece(text))
-                if conn is not None and not self._ws_failed:
-                    try:
-                        if len(self._pieces) == 1:
-                            self._mark_request()
-                        await conn.send_text(text + " ")
-                        await conn.flush()
+                fresh = self.stats.samples == 0 and not reopened
+                if conn is not None and (not self._ws_failed or fresh):
+                    if len(self._pieces) == 1:
+                        self._mark_request()
+                    if not self._ws_failed and await self._ws_send(conn, text):
                         continue
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        self._ws_failed = True
-                        self._log.warning("speech socket send failed: %s", exc)
+                    if fresh:
+                        # a socket opened ahead of time may have been closed while idle:
+                        # one fresh socket, then everything so far again
+                        reopened = True
+                        if receiver is not None:
+                            receiver.cancel()
+                            with contextlib.suppress(BaseException):
+                                await receiver
+                        with contextlib.suppress(Exception):
+                            await conn.close()
+                        conn = await self._open_ws(use_warm=False)
+                        if conn is not None:
+                            self._ws_failed = False
+                            receiver = asyncio.create_task(
+                                self._receive(conn), name="mistral-tts-recv"
+                            )
+                            sent = True
+                            for piece in self._pieces:
+                                sent = sent and await self._ws_send(conn, piece.text)
+                            if sent:
+                                continue
                 await self._rest_catch_up()
             if conn is not None and not self._ws_failed:
                 try:
