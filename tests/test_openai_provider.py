@@ -660,3 +660,66 @@ async def test_session_cap_rolls_over_with_one_continuous_transcript(
         if e.event_type == "conversation.item.create" and e.conversation_id == second
     ]
     assert seeded == ["user", "assistant"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [(0.3, False), (0.01, True)],
+    ids=["speech-at-echo-level-is-not-a-barge-in", "speech-over-the-echo-cuts-the-reply"],
+)
+async def test_echo_gate_decides_barge_in(
+    emu: OpenAIEmulator,
+    tmp_path: Path,
+    audio_sandbox: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[float, bool],
+) -> None:
+    reply_amplitude, cut = case
+
+    def reply_audio(text: str) -> np.ndarray:
+        return tone_like_text(text) * (reply_amplitude / 0.3)
+
+    monkeypatch.setattr(emulator_module, "speech_like_pcm", reply_audio)
+    emu.timing.audio_pace = 1.0 if cut else 0.0
+    long_reply = "This is a rather long answer that keeps going for quite a while."
+    emu.script.turns = [
+        Turn(user_text="Hello there.", reply=long_reply),
+        Turn(user_text="Wait, stop.", reply="Okay."),
+    ]
+    # the second utterance is real speech (the gate's VAD must hear a voice), as loud as a
+    # close-talking user: about -14 dBFS RMS
+    voice = tmp_path / "voice.wav"
+    make = await asyncio.create_subprocess_exec(
+        "bash", str(audio_sandbox), "speech", "wait, stop please", str(voice),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await make.wait() == 0
+    speech = read_wav_mono(voice)
+    speech = speech * (0.2 / float(np.sqrt(np.mean(speech**2))))
+    pcm = [np.zeros(int(SR * 0.3), np.float32), speech_like_pcm("Hello there"),
+           np.zeros(int(SR * 1.6), np.float32), speech.astype(np.float32),
+           np.zeros(int(SR * 0.3), np.float32)]  # fmt: skip
+    clip = tmp_path / "q.wav"
+    write_wav_pcm16(clip, np.concatenate(pcm))
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True,
+              duplex=DuplexPolicy.GATED)  # fmt: skip
+    ended = await run.run()
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+
+    td = sent(emu, "session.update")[0]["session"]["audio"]["input"]["turn_detection"]
+    assert td["interrupt_response"] is False  # the client's gate decides, not the server
+    lines = run.lines()
+    assert [text for role, text in lines if role == "user"] == ["Hello there.", "Wait, stop."]
+    first, second = run.of(AssistantTextFinal)
+    if cut:
+        (interrupted,) = run.of(Interrupted)
+        assert interrupted.by == "barge_in"
+        assert len(sent(emu, "response.cancel")) == 1
+        (truncate,) = sent(emu, "conversation.item.truncate")
+        assert truncate["audio_end_ms"] == interrupted.played_ms > 0
+        assert first.interrupted and long_reply.startswith(first.text) and first.text != long_reply
+    else:
+        assert not run.of(Interrupted)
+        assert sent(emu, "response.cancel") == [] and sent(emu, "conversation.item.truncate") == []
+        assert not first.interrupted and first.text == long_reply
+    assert second.text == "Okay." and not second.interrupted

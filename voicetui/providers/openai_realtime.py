@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voicetui.audio.ports import ENGINE_RATE, CaptureFrame
+from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, DuplexPolicy
 from voicetui.engine.events import (
     AssistantAudio,
     AssistantDone,
@@ -67,6 +67,7 @@ DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 MIN_COMMIT_SAMPLES = ENGINE_RATE // 10  # 100 ms
 SAMPLES_PER_MS = ENGINE_RATE // 1000
 FINALIZE_POLL_S = 0.02
+BARGE_DECISION_S = 0.5  # how long the echo gate may take to recognise the user's voice
 
 VOICES = ("marin", "cedar", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
 
@@ -139,8 +140,13 @@ def speaker_label(raw: Any) -> str | None:
     return label or None
 
 
-def session_config(settings: ProviderSettings) -> dict[str, Any]:
-    """The ``session`` object of ``session.update`` for these settings."""
+def session_config(settings: ProviderSettings, *, server_interrupts: bool = True) -> dict[str, Any]:
+    """The ``session`` object of ``session.update`` for these settings.
+
+    ``server_interrupts``: let the service cancel a reply as soon as its VAD hears speech.
+    Off when the client's echo gate decides (it cancels with ``response.cancel`` itself),
+    or the assistant's own voice coming back through the mic would cut every reply.
+    """
     extras = settings.extras
     turn_detection: dict[str, Any] | None = None
     if settings.turn_detection == "server_vad":
@@ -150,7 +156,7 @@ def session_config(settings: ProviderSettings) -> dict[str, Any]:
             "prefix_padding_ms": int(extras.get("prefixPaddingMs", 300)),
             "silence_duration_ms": int(extras.get("silenceDurationMs", 500)),
             "create_response": True,
-            "interrupt_response": True,
+            "interrupt_response": server_interrupts,
         }
     transcription = {"model": str(extras.get("transcriptionModel", DEFAULT_TRANSCRIPTION_MODEL))}
     fmt = {"type": "audio/pcm", "rate": ENGINE_RATE}
@@ -235,6 +241,9 @@ class OpenAIRealtimeSession:
         self._event_ids = itertools.count(1)
         self._diarize = str(self.settings.extras.get("transcriptionModel", "")) == DIARIZE_MODEL
         self._ptt = self.settings.turn_detection == "push_to_talk"
+        # full duplex trusts the service's VAD to interrupt; otherwise the echo gate decides
+        self._server_interrupts = ctx.gate.policy == DuplexPolicy.FULL
+        self._barge_deadline: float | None = None  # speech over the assistant, gate undecided
         # assistant side
         self._replies: dict[str, _Reply] = {}
         self._active_response: str | None = None
@@ -306,6 +315,23 @@ class OpenAIRealtimeSession:
         self._turn_samples += len(pcm)
         payload = base64.b64encode(pcm.tobytes()).decode("ascii")
         await self._send({"type": "input_audio_buffer.append", "audio": payload}, quiet=True)
+        if self._barge_deadline is not None:
+            await self._decide_barge_in()
+
+    async def _decide_barge_in(self) -> None:
+        """Speech started over the assistant: cut it as soon as the gate says it is the user,
+        not echo; give up at the deadline."""
+        deadline = self._barge_deadline
+        if deadline is None:
+            return
+        if not self._assistant_busy():
+            self._barge_deadline = None
+        elif self.ctx.gate.allows_barge_in():
+            self._barge_deadline = None
+            await self._cut("barge_in", cancel=True)
+        elif time.monotonic() > deadline:
+            self._barge_deadline = None
+            self.log.info("speech over the assistant taken for echo by the duplex gate")
 
     async def start_user_turn(self) -> None:
         """Talk key down: cut the assistant if it is speaking, then start a clean buffer."""
@@ -376,7 +402,9 @@ class OpenAIRealtimeSession:
                 {
                     "type": "session.update",
                     "event_id": self._eid(),
-                    "session": session_config(self.settings),
+                    "session": session_config(
+                        self.settings, server_interrupts=self._server_interrupts
+                    ),
                 }
             )
             if seed:
@@ -569,14 +597,13 @@ class OpenAIRealtimeSession:
 
     async def _on_speech_started(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
-        if self._assistant_audible():
+        if self._assistant_busy():
             if self.ctx.gate.allows_barge_in():
-                await self._cut("barge_in", cancel=False)
-            else:
-                self.log.info("speech over the assistant not let through by the duplex gate")
-        elif self._active_response is not None:
-            # the server cancels a reply that has not been heard yet (interrupt_response)
-            self._cancelled_responses.add(self._active_response)
+                await self._cut("barge_in", cancel=not self._server_interrupts)
+            elif not self._server_interrupts:
+                # the gate needs a little more of the speech to tell it from echo: decide
+                # on the next mic frames (see send_audio)
+                self._barge_deadline = time.monotonic() + BARGE_DECISION_S
         self._turn_of_item.setdefault(item_id, item_id)
         self._user_speaking = True
         self.ctx.emit(UserSpeechStarted(turn_id=item_id))
@@ -584,6 +611,9 @@ class OpenAIRealtimeSession:
     async def _on_speech_stopped(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
         self._user_speaking = False
+        if self._barge_deadline is not None:
+            self._barge_deadline = None
+            self.log.info("speech over the assistant taken for echo by the duplex gate")
         self.ctx.emit(UserSpeechStopped(turn_id=self._turn_of_item.get(item_id, item_id)))
 
     async def _on_committed(self, event: Any) -> None:
