@@ -723,3 +723,18 @@ async def test_echo_gate_decides_barge_in(
         assert sent(emu, "response.cancel") == [] and sent(emu, "conversation.item.truncate") == []
         assert not first.interrupted and first.text == long_reply
     assert second.text == "Okay." and not second.interrupted
+
+
+async def test_key_rejected_by_an_error_event_then_close(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    emu.ws_reject_mode = "error_close"  # accept the socket, send invalid_api_key, close
+    emu.faults.ws_reject_status = 401
+    emu.faults.ws_reject_count = 5
+    clip = write_clip(tmp_path / "q.wav", "Hello")
+    run = Run(emu, tmp_path, settings_for(emu), clip, realtime=False)
+    ended = await run.run()
+    assert ended.code == "error"
+    (error,) = run.of(ErrorEvent)
+    assert error.code == "key_rejected" and "rejected the API key" in error.message
+    assert len(emu.log.of("ws_open")) == 1 and not run.of(Reconnecting)

@@ -580,7 +580,12 @@ class OpenAIRealtimeSession:
         etype = str(getattr(event, "type", "") or "")
         handler = self._handlers.get(etype)
         if handler is not None:
-            await handler(self, event)
+            try:
+                await handler(self, event)
+            except (ProviderError, asyncio.CancelledError):
+                raise
+            except Exception:  # one odd event must not end the conversation
+                self.log.exception("handling OpenAI event %r failed; skipped", etype)
         elif etype not in _IGNORED_EVENTS:
             self.log.info("ignoring unknown OpenAI event type %r", etype)
 
