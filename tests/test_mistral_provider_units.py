@@ -173,3 +173,72 @@ def test_agent_spec_follows_the_seed_and_the_config() -> None:
 def test_segment_line_has_the_seed_form() -> None:
     line = format_segment(Segment("Hello, how are you doing today?", 0.1, 1.5, "speaker_1"))
     assert line == "[0.1s -> 1.5s] speaker_1: Hello, how are you doing today?"
+
+
+@pytest.mark.asyncio
+async def test_speech_pipeline_with_a_done_per_flush_and_no_close() -> None:
+    """A speech socket that confirms each piece with its own ``done`` and never closes after
+    ``end`` (the SDK leaves both open): every piece is spoken in order and ``finish`` returns."""
+    from aiohttp import WSMsgType, web
+    from mistralai.client import Mistral
+
+    from voicetui.providers.mistral.speech import SpeechOptions, SpeechPipeline
+    from voicetui.testing.emulators.common import free_port, speech_like_pcm
+
+    received: list[str] = []
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session = {"request_id": "r", "model": "m", "is_ref_audio": False,
+                   "streaming_mode": "responsive", "response_format": "pcm",
+                   "expressiveness": 1.0}  # fmt: skip
+        await ws.send_json({"type": "session.created", "session": session})
+        buffer = ""
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = msg.json()
+            kind = data["type"]
+            received.append(kind)
+            if kind == "session.update":
+                await ws.send_json({"type": "session.updated", "session": session})
+            elif kind == "input_text.append":
+                buffer += data["text"]
+            elif kind == "input_text.flush":
+                pcm = speech_like_pcm(buffer).astype("<f4").tobytes()
+                buffer = ""
+                for i in range(0, len(pcm), 4001):  # deltas that split samples
+                    chunk = base64.b64encode(pcm[i : i + 4001]).decode()
+                    await ws.send_json({"type": "speech.audio.delta", "audio_data": chunk})
+                await ws.send_json({"type": "speech.audio.done", "usage": {}})
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/audio/speech/realtime", socket)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    audio: list[np.ndarray] = []
+    try:
+        async with Mistral(api_key="k", server_url=f"http://127.0.0.1:{port}") as client:
+            pipeline = SpeechPipeline(
+                client,
+                SpeechOptions(model="m", voice=None, timeout_ms=5000),
+                on_audio=audio.append,
+                log=__import__("logging").getLogger("test"),
+            )
+            for piece in ("First piece,", "then a sentence.", "And the end."):
+                pipeline.say(piece)
+            started = time.monotonic()
+            await asyncio.wait_for(pipeline.finish(), 5)
+            assert time.monotonic() - started < 3.0
+    finally:
+        await runner.cleanup()
+    expected = np.concatenate(
+        [speech_like_pcm(p + " ") for p in ("First piece,", "then a sentence.", "And the end.")]
+    )
+    assert np.array_equal(np.concatenate(audio), expected)
+    assert received.count("input_text.flush") == 3 and received[-1] == "input_text.end"
+    assert pipeline.stats.transport == "realtime"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mistralai.extra.realtime import RealtimeSpeechConnection
 
 TTS_RATE = 24_000
+DONE_QUIET_S = 1.5  # after the last `done`, this much silence means the reply is complete
 SOCKET_IDLE_S = 15.0  # no event for this long after `end`: the speech socket is dead
 
 
@@ -144,6 +145,7 @@ class SpeechPipeline:
         self._samples_since_confirmed = 0
         self._ws_failed = False
         self._end_sent = False
+        self._done_after_end = False
         self._last_rx = time.monotonic()
         self.stats = SpeechStats()
         self._pump = asyncio.create_task(self._run(), name="mistral-tts")
@@ -317,9 +319,11 @@ class SpeechPipeline:
             if receiver.done():
                 break
             quiet = time.monotonic() - self._last_rx
-            all_confirmed = self._confirmed >= len(self._pieces)
-            if (all_confirmed and quiet >= 1.0) or quiet >= SOCKET_IDLE_S:
-                if not all_confirmed:
+            complete = self._confirmed >= len(self._pieces) or self._done_after_end
+            if (complete and quiet >= DONE_QUIET_S) or quiet >= SOCKET_IDLE_S:
+                if complete:
+                    self._confirm_all()
+                else:
                     self._ws_failed = True
                     self._log.warning("speech socket silent for %.0f s; using REST", quiet)
                 receiver.cancel()
@@ -353,9 +357,9 @@ class SpeechPipeline:
                 elif isinstance(event, UnknownRealtimeEvent):
                     self._log.info("ignored speech event %s (%s)", event.type, event.error)
             reraise_if_cancelling()
-            if not (self._end_sent and self._confirmed >= len(self._pieces)):
-                if self._end_sent and self._confirmed > 0:
-                    return  # one done for the whole reply after `end`: complete
+            if self._end_sent and self._done_after_end:
+                self._confirm_all()  # `done` after `end`, then a normal close: complete
+            elif not (self._end_sent and self._confirmed >= len(self._pieces)):
                 self._ws_failed = True
                 self._log.warning("speech socket closed before the reply was spoken")
         except asyncio.CancelledError:
@@ -365,12 +369,15 @@ class SpeechPipeline:
             self._log.warning("speech socket dropped: %s", classify(exc, what="speaking"))
 
     def _confirm_piece(self) -> None:
-        # a `done` before `end` confirms the oldest unconfirmed piece (per-flush dones);
-        # after `end` a single done confirms everything that was sent
-        if self._end_sent:
-            self._confirmed = len(self._pieces)
-        else:
-            self._confirmed = min(self._confirmed + 1, len(self._pieces))
+        # Services may send one `done` per flushed piece or a single one after `end`; both
+        # count as "everything before it is complete" for the oldest unconfirmed piece, and
+        # a `done` after `end` followed by a close or silence ends the reply.
+        self._confirmed = min(self._confirmed + 1, len(self._pieces))
+        self._samples_since_confirmed = 0
+        self._done_after_end = self._done_after_end or self._end_sent
+
+    def _confirm_all(self) -> None:
+        self._confirmed = len(self._pieces)
         self._samples_since_confirmed = 0
 
     async def _rest_catch_up(self) -> None:
