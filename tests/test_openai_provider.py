@@ -738,3 +738,27 @@ async def test_key_rejected_by_an_error_event_then_close(
     (error,) = run.of(ErrorEvent)
     assert error.code == "key_rejected" and "rejected the API key" in error.message
     assert len(emu.log.of("ws_open")) == 1 and not run.of(Reconnecting)
+
+
+async def test_drop_after_a_push_to_talk_commit_resends_the_turn_once(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    # the same scripted turn twice: the emulator's script advances per commit, whatever socket
+    turn = Turn(user_text="What is the time?", reply="Nearly noon.")
+    emu.script.turns = [turn, turn]
+    # created, updated, cleared (talk key), committed -> the socket dies before the transcript
+    emu.faults.drop_after_events = 4
+    clip = write_clip(tmp_path / "q.wav", "What is the time")
+    run = Run(emu, tmp_path, settings_for(emu), clip, realtime=False)
+    ended = await run.run()
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    assert len(run.of(Reconnected)) == 1
+    assert run.lines() == [("user", "What is the time?"), ("assistant", "Nearly noon.")]
+    second = emu.sessions[1].id
+    resent = [e for e in emu.log.of("ws_in") if e.conversation_id == second]
+    kinds = [e.event_type for e in resent if e.event_type != "input_audio_buffer.append"]
+    assert kinds == ["session.update", "input_audio_buffer.commit", "response.create"]
+    first_bytes = sum(
+        e.audio_bytes for e in emu.log.of("ws_in") if e.conversation_id == emu.sessions[0].id
+    )
+    assert sum(e.audio_bytes for e in resent) == first_bytes  # the whole turn, once more

@@ -264,6 +264,7 @@ class OpenAIRealtimeSession:
         self._rolling_over = False
         self._expires_at: float | None = None  # epoch seconds, from session.created
         self._talking = False  # push-to-talk key down
+        self._turn_audio: list[str] = []  # base64 frames of the last push-to-talk turn
         self._user_speaking = False  # server VAD: between speech started and stopped
         self.session_ids: list[str] = []  # server session ids, one per socket
 
@@ -314,6 +315,8 @@ class OpenAIRealtimeSession:
         pcm = np.asarray(frame.pcm, dtype="<i2")
         self._turn_samples += len(pcm)
         payload = base64.b64encode(pcm.tobytes()).decode("ascii")
+        if self._talking:
+            self._turn_audio.append(payload)  # kept until transcribed: a drop may lose it
         await self._send({"type": "input_audio_buffer.append", "audio": payload}, quiet=True)
         if self._barge_deadline is not None:
             await self._decide_barge_in()
@@ -338,6 +341,7 @@ class OpenAIRealtimeSession:
         if self._assistant_busy():
             await self._cut("barge_in", cancel=True)
         self._talking = True
+        self._turn_audio = []
         self._ptt_seq += 1
         self._ptt_turn = f"ptt_{self._ptt_seq}"
         self._turn_samples = 0
@@ -410,9 +414,8 @@ class OpenAIRealtimeSession:
             if seed:
                 await self._seed()
             await self._await_session_updated(conn)
-            if seed and self._need_reply:
-                # the last user turn never got its answer on the old socket
-                await self._send({"type": "response.create", "event_id": self._eid()})
+            if seed:
+                await self._resume_turn()
         except ProviderError:
             self._conn = None
             with contextlib.suppress(Exception):
@@ -427,6 +430,19 @@ class OpenAIRealtimeSession:
                 code="network",
                 retryable=True,
             ) from None
+
+    async def _resume_turn(self) -> None:
+        """After a new socket: re-send the push-to-talk turn the old one lost, and ask again
+        for an answer the old socket never gave."""
+        if self._talking or (self._need_reply and self._turn_audio):
+            for payload in self._turn_audio:  # the new server session never heard it
+                await self._send({"type": "input_audio_buffer.append", "audio": payload})
+        if self._talking:
+            return  # the key is still down: the commit comes with the release
+        if self._need_reply:
+            if self._turn_audio:
+                await self._send({"type": "input_audio_buffer.commit", "event_id": self._eid()})
+            await self._send({"type": "response.create", "event_id": self._eid()})
 
     async def _await_session_updated(self, conn: AsyncRealtimeConnection) -> None:
         async with asyncio.timeout(self._provider.connect_timeout_s):
@@ -662,6 +678,8 @@ class OpenAIRealtimeSession:
         item_id = str(getattr(event, "item_id", "") or "")
         text = str(getattr(event, "transcript", "") or "").strip()
         self._partials.pop(item_id, None)
+        if self._ptt and not self._talking and self._turn_of_item.get(item_id) == self._ptt_turn:
+            self._turn_audio = []  # in the conversation history now: seeding covers it
         if self._segments.get(item_id, 0) == 0:
             self._plain_final.add(item_id)
             self.ctx.emit(UserTranscript(turn_id=self._turn(item_id), text=text, final=True))
@@ -814,6 +832,8 @@ class OpenAIRealtimeSession:
             self.ctx.emit(
                 ErrorEvent(message="that turn was too short to send", code="turn_too_short")
             )
+            turn = self._ptt_turn or "turn"
+            self.ctx.emit(AssistantDone(turn_id=turn, status="cancelled"))  # no reply is coming
             return
         self.ctx.emit(ErrorEvent(message=f"OpenAI: {message}", code=code or "protocol"))
 
