@@ -137,6 +137,39 @@ async def test_tone_through_playback_has_right_pitch_and_length(
 
 
 @pytest.mark.asyncio
+async def test_devices_that_refuse_mono_get_stereo(tmp_path: Path) -> None:
+    """Some ALSA hw devices take two channels only: the same signal goes to both, and the
+    microphone uses its first channel."""
+    out = DeviceOutput("pulse", channels=2)
+    mic = DeviceInput("pulse", channels=2)
+    await out.start()
+    await mic.start()
+    assert out.channels == 2 and mic.channels == 2
+    with record_speaker(tmp_path / "rec.wav") as rec:
+        out.enqueue("stereo", tone(700, 300))
+        await out.wait_idle()
+    await out.stop()
+    levels: list[float] = []
+
+    async def collect() -> None:
+        async for f in mic.frames():
+            levels.append(f.rms_dbfs)
+
+    task = asyncio.create_task(collect())
+    player = play_into_mic(speech_wav(tmp_path, "Two channels."))
+    await asyncio.to_thread(player.wait, 10)
+    await mic.stop()
+    await task
+    audio = read_wav_mono(rec)
+    start_s, end_s = active_span(audio, SR, threshold=0.05)
+    assert (end_s - start_s) * 1000 == pytest.approx(300, abs=15)
+    assert dominant_frequency(audio[int(start_s * SR) : int(end_s * SR)], SR) == pytest.approx(
+        700, abs=3
+    )
+    assert max(levels) > -30
+
+
+@pytest.mark.asyncio
 async def test_barge_in_flush_leaves_at_most_one_block(tmp_path: Path) -> None:
     out = DeviceOutput("pulse")
     await out.start()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from voicetui.audio.devices import check_rate, find_device, supported_rate
+from voicetui.audio.devices import find_device, negotiate
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.framing import FrameBuilder
 from voicetui.audio.level import SILENCE_DBFS
@@ -42,11 +42,14 @@ class DeviceInput:
         block_ms: float = 20.0,
         preroll_ms: float = 300.0,
         device_rate: int | None = None,
+        channels: int | None = None,
         vad_mode: int | None = 2,
         max_queued_frames: int = 500,
         latency: str | float = "low",
     ) -> None:
         self.device = device
+        self.forced_channels = channels
+        self.channels = 1
         self.block_ms = block_ms
         self.forced_rate = device_rate
         self.latency = latency
@@ -76,12 +79,11 @@ class DeviceInput:
         self._loop = asyncio.get_running_loop()
         sd = load_sounddevice()
         dev = find_device(self.device, "input")
-        rate = (
-            check_rate(dev, "input", self.forced_rate)
-            if self.forced_rate
-            else supported_rate(dev, "input", ENGINE_RATE)
+        rate, channels = negotiate(
+            dev, "input", rate=self.forced_rate, channels=self.forced_channels
         )
         self.rate = rate
+        self.channels = channels
         self.device_name = dev.name
         self._resampler = StreamResampler(rate, ENGINE_RATE)
         self._queue = asyncio.Queue(self._queue.maxsize)  # a restart must not see the old end
@@ -91,7 +93,7 @@ class DeviceInput:
             stream = sd.InputStream(
                 device=dev.index,
                 samplerate=rate,
-                channels=1,
+                channels=channels,  # stereo-only devices: channel 0 is used
                 dtype=dtype,
                 blocksize=max(1, round(rate * self.block_ms / 1000)),
                 latency=self.latency,

@@ -131,23 +131,35 @@ def find_device(
     )
 
 
-def supported_rate(
-    device: DeviceInfo, kind: Kind, preferred: int = ENGINE_RATE, dtype: str = "float32"
-) -> int:
-    """The first sample rate the device accepts: ``preferred``, its default, then common ones."""
+def _accepts(
+    device: DeviceInfo, kind: Kind, rate: int, channels: int, dtype: str
+) -> Exception | None:
     sd = load_sounddevice()
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        check(device=device.index, samplerate=rate, channels=channels, dtype=dtype)
+    except (sd.PortAudioError, ValueError) as exc:
+        return exc
+    return None
+
+
+def supported_rate(
+    device: DeviceInfo,
+    kind: Kind,
+    preferred: int = ENGINE_RATE,
+    dtype: str = "float32",
+    channels: int = 1,
+) -> int:
+    """The first sample rate the device accepts: ``preferred``, its default, then common ones."""
     candidates: list[int] = []
     for rate in (preferred, int(device.default_samplerate), *FALLBACK_RATES):
         if rate > 0 and rate not in candidates:
             candidates.append(rate)
     last: Exception | None = None
     for rate in candidates:
-        try:
-            check(device=device.index, samplerate=rate, channels=1, dtype=dtype)
+        last = _accepts(device, kind, rate, channels, dtype)
+        if last is None:
             return rate
-        except (sd.PortAudioError, ValueError) as exc:
-            last = exc
     raise AudioError(
         f"{kind} device '{device.name}' accepts none of the rates tried"
         f" ({', '.join(str(r) for r in candidates)} Hz): {last}",
@@ -155,13 +167,12 @@ def supported_rate(
     )
 
 
-def check_rate(device: DeviceInfo, kind: Kind, rate: int, dtype: str = "float32") -> int:
+def check_rate(
+    device: DeviceInfo, kind: Kind, rate: int, dtype: str = "float32", channels: int = 1
+) -> int:
     """Validate one forced rate; raise :class:`AudioError` (unsupported_rate) if refused."""
-    sd = load_sounddevice()
-    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
-    try:
-        check(device=device.index, samplerate=rate, channels=1, dtype=dtype)
-    except (sd.PortAudioError, ValueError) as exc:
+    exc = _accepts(device, kind, rate, channels, dtype)
+    if exc is not None:
         raise AudioError(
             f"{kind} device '{device.name}' does not accept {rate} Hz: {exc}",
             AudioErrorCode.UNSUPPORTED_RATE,
@@ -169,9 +180,34 @@ def check_rate(device: DeviceInfo, kind: Kind, rate: int, dtype: str = "float32"
     return rate
 
 
+def negotiate(
+    device: DeviceInfo,
+    kind: Kind,
+    *,
+    rate: int | None = None,
+    channels: int | None = None,
+    dtype: str = "float32",
+) -> tuple[int, int]:
+    """(rate, channels) to open ``device`` with: mono if it takes mono, else stereo (some ALSA
+    ``hw:`` devices refuse one channel); the engine rate if possible, else a common rate.
+    ``rate``/``channels`` force a value (tests, odd hardware)."""
+    options = [channels] if channels else [1, 2]
+    options = [c for c in options if c <= max(1, device.channels(kind))] or options[:1]
+    first: AudioError | None = None
+    for ch in options:
+        try:
+            if rate:
+                return check_rate(device, kind, rate, dtype, ch), ch
+            return supported_rate(device, kind, ENGINE_RATE, dtype, ch), ch
+        except AudioError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
 def format_table(devices: Sequence[DeviceInfo]) -> str:
     """Human-readable listing; ``*`` marks the default input/output."""
-    lines = ["  idx  in  out  rate    name (host API)"]
+    lines = ["  idx  in  out    rate  name (host API)"]
     for d in devices:
         mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
         lines.append(

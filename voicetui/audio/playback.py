@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voicetui.audio.devices import check_rate, find_device, supported_rate
+from voicetui.audio.devices import find_device, negotiate
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, JitterBuffer
 from voicetui.audio.level import SILENCE_DBFS
@@ -41,9 +41,12 @@ class DeviceOutput:
         prebuffer_ms: float = 20.0,
         max_prebuffer_ms: float = 40.0,
         device_rate: int | None = None,
+        channels: int | None = None,
         latency: str | float = "low",
     ) -> None:
         self.device = device
+        self.forced_channels = channels
+        self.channels = 1
         self.block_ms = block_ms
         self.prebuffer_ms = prebuffer_ms
         self.max_prebuffer_ms = max_prebuffer_ms
@@ -79,12 +82,11 @@ class DeviceOutput:
         self._loop = asyncio.get_running_loop()
         sd = load_sounddevice()
         dev = find_device(self.device, "output")
-        rate = (
-            check_rate(dev, "output", self.forced_rate)
-            if self.forced_rate
-            else supported_rate(dev, "output", ENGINE_RATE)
+        rate, channels = negotiate(
+            dev, "output", rate=self.forced_rate, channels=self.forced_channels
         )
         self.rate = rate
+        self.channels = channels
         self.device_name = dev.name
         self._jb = JitterBuffer(
             rate, prebuffer_ms=self.prebuffer_ms, max_prebuffer_ms=self.max_prebuffer_ms
@@ -95,7 +97,7 @@ class DeviceOutput:
             stream = sd.OutputStream(
                 device=dev.index,
                 samplerate=rate,
-                channels=1,
+                channels=channels,
                 dtype="float32",
                 blocksize=block,
                 latency=self.latency,
@@ -223,6 +225,8 @@ class DeviceOutput:
         self.dac_ahead_s = time_info.outputBufferDacTime - time_info.currentTime
         jb = self._jb
         jb.pull(outdata[:, 0], now)
+        if self.channels > 1:  # a device that refuses mono: the same signal on every channel
+            outdata[:, 1:] = outdata[:, :1]
         if jb._events:  # unlocked peek; take_events locks
             loop = self._loop
             if loop is not None:
