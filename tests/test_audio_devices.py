@@ -205,8 +205,10 @@ async def test_spoken_wav_captured_through_the_mic(tmp_path: Path, device_rate: 
     task = asyncio.create_task(collect())
     await asyncio.sleep(0.3)
     n_base = len(frames)
+    assert mic.digital_silence_s >= 0.2  # the idle virtual mic gives exact zeros
     player = play_into_mic(src)
     await asyncio.to_thread(player.wait, 10)
+    assert mic.digital_silence_s < 1.0  # reset by the speech (the clip is longer than 1 s)
     await asyncio.sleep(0.2)
     preroll = mic.preroll()
     await mic.stop()

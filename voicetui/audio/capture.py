@@ -71,6 +71,8 @@ class DeviceInput:
         self._failed = False
         self._last_callback = 0.0
         self._watchdog: asyncio.Task[None] | None = None
+        self._zero_since: float | None = None
+        self._last_block_at = 0.0
 
     async def start(self) -> None:
         """Open and start the stream; raise :class:`AudioError` if that is impossible."""
@@ -155,6 +157,15 @@ class DeviceInput:
         return self._builder.peak_dbfs
 
     @property
+    def digital_silence_s(self) -> float:
+        """Seconds of exact zeros up to the latest block. A real microphone always hisses;
+        long digital silence means a muted or permission-blocked input (macOS gives zeros,
+        not an error, to a terminal that was never granted the microphone)."""
+        if self._zero_since is None or self._stream is None:
+            return 0.0
+        return max(0.0, self._last_block_at - self._zero_since)
+
+    @property
     def speech(self) -> bool | None:
         """Local VAD verdict of the latest block."""
         return self._builder.speech
@@ -185,6 +196,11 @@ class DeviceInput:
         self.queue_latency_s.record(now - t_callback)
         if overflow:
             self.overflows += 1
+        if block.any():
+            self._zero_since = None
+        elif self._zero_since is None:
+            self._zero_since = t_callback
+        self._last_block_at = t_callback
         pcm = block if block.dtype == np.int16 else to_int16(self._resampler.process(block))
         for frame in self._builder.feed(pcm, now):
             self._put(frame)
