@@ -84,6 +84,7 @@ TOOL_LABELS = {"web_search": "searching the web…", "web_search_premium": "sear
 class _UserTurn:
     id: str
     audio: list[Int16Array] = field(default_factory=list)
+    committed: str = ""  # text of utterances the service closed while the key was still down
     partial: str = ""
     final: str | None = None
     ended: bool = False
@@ -100,6 +101,11 @@ class _UserTurn:
     @property
     def samples(self) -> int:
         return sum(len(a) for a in self.audio)
+
+    @property
+    def text(self) -> str:
+        """Everything heard so far in this turn."""
+        return f"{self.committed} {self.partial}".strip()
 
 
 @dataclass(eq=False)
@@ -403,7 +409,8 @@ class MistralSession:
         if event is None:
             return
         if event.value == "speech_started":
-            await self._user_speech_started(server=False)
+            if not self._server_turns:  # when the service detects turns, its turn.start rules
+                await self._user_speech_started(server=False)
         elif event.value == "speech_stopped":
             turn = self._turn
             if turn is None:
@@ -439,14 +446,21 @@ class MistralSession:
             turn.partial += event.text
             turn.last_delta_at = time.monotonic()
             if not turn.ignored:
-                self._emit(UserTranscript(turn_id=turn.id, text=turn.partial.strip(), final=False))
+                self._emit(UserTranscript(turn_id=turn.id, text=turn.text, final=False))
         elif isinstance(event, models.TranscriptionStreamDone):
             turn = self._stt_target()
             if turn is None:
                 return
-            if not turn.ended:  # the service closed the utterance itself
+            heard = (event.text or turn.partial).strip()
+            if not turn.ended and not self.server_vad:
+                # the service closed an utterance while the talk key is still down: keep it
+                # and go on listening; the turn ends when the key is released
+                turn.committed = f"{turn.committed} {heard}".strip()
+                turn.partial = ""
+                return
+            if not turn.ended:  # server VAD: the service closed the utterance itself
                 await self._end_turn(turn, flush=False)
-            turn.final = (event.text or turn.partial).strip()
+            turn.final = f"{turn.committed} {heard}".strip()
             turn.got_final.set()
         elif isinstance(event, models.TurnDetectionStartEvent):
             if self.server_vad:
@@ -477,12 +491,12 @@ class MistralSession:
             if now >= deadline:
                 break
             quiet_since = max(turn.last_delta_at, turn.ended_at or now)
-            if turn.partial.strip() and now - quiet_since >= FINAL_QUIET_S:
+            if turn.text and now - quiet_since >= FINAL_QUIET_S:
                 break  # deltas but no `done`: take what we have
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(turn.got_final.wait(), timeout=0.05)
         if turn.final is None:
-            turn.final = turn.partial.strip()
+            turn.final = turn.text
         with contextlib.suppress(ValueError):
             self._awaiting.remove(turn)
         text = turn.final
@@ -794,12 +808,12 @@ class MistralSession:
         assert self.listener is not None
         for turn in list(self._awaiting):
             if turn.final is None and turn.audio:
-                turn.partial = ""
+                turn.partial = turn.committed = ""  # the whole clip is transcribed again
                 await self.listener.send(np.concatenate(turn.audio).tobytes())
                 await self.listener.flush()
         open_turn = self._turn
         if open_turn is not None and open_turn.audio:
-            open_turn.partial = ""
+            open_turn.partial = open_turn.committed = ""
             await self.listener.send(np.concatenate(open_turn.audio).tobytes())
 
 
