@@ -104,6 +104,12 @@ def test_flush_fades_within_one_block_and_reports_played() -> None:
     assert np.all(np.diff(out[:120]) <= 1e-6)  # a monotone ramp down ...
     assert not out[120:].any()  # ... then silence, inside the same block
     assert jb.pull(out, now=0.21) == 0 and not jb.is_active()
+    # a flush during a pause inside the item (it ran dry) still reports what was played
+    jb.push("b", np.full(480, 0.5, np.float32), now=1.0)
+    for i in range(5):
+        jb.pull(out, now=1.0 + i * 0.01)
+    assert jb.flush(120) == ("b", 480)
+    assert jb.flush(120) == (None, 0)  # nothing left of any item
 
 
 # ---------------------------------------------------------------- resampling, levels

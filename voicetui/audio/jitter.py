@@ -116,7 +116,14 @@ class JitterBuffer:
     def flush(self, fade_frames: int) -> tuple[str | None, int]:
         """Drop everything queued; return (item that was playing, its frames played)."""
         with self._lock:
-            item = self._current if self._playing else None
+            current = self._current
+            # "playing" includes a pause inside the item (ran dry, more of it queued or due)
+            in_item = current is not None and (
+                self._playing
+                or self._starved_item == current
+                or (bool(self._chunks) and self._chunks[0].item_id == current)
+            )
+            item = current if in_item else None
             if self._playing and fade_frames > 0 and self._chunks:
                 # the fade is built from what would have played next, then ramps to zero
                 take: list[Float32Array] = []
