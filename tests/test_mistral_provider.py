@@ -421,6 +421,36 @@ async def test_interrupt_key_stops_the_reply(
     assert len(run.of(AssistantTextDelta)) < len(long_reply.split())
 
 
+async def test_push_to_talk_keeps_an_utterance_the_service_closes_mid_turn(
+    mistral_emulator: MistralEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some services close an utterance on a pause even without turn detection: while the key
+    is down that text belongs to the same turn (no early reply)."""
+    from voicetui.testing.emulators import mistral_realtime
+
+    emu = mistral_emulator
+    emu.script = Script(turns=[Turn(user_text="Hello there.", reply="Fine."),
+                               Turn(user_text="How are you?", reply="Fine.")])  # fmt: skip
+    original = mistral_realtime.TranscriptionSocket.window
+    windows = {"n": 0}
+
+    def window(self: Any, loud: bool) -> None:
+        original(self, loud)
+        windows["n"] += 1
+        if windows["n"] == 60:  # 1.2 s in: the service ends the utterance on its own
+            self.finish()
+
+    monkeypatch.setattr(mistral_realtime.TranscriptionSocket, "window", window)
+    run = await converse(emu, tmp_path, "push_to_talk", clip(0.2, "Hello there.", 0.6, HELLO))
+    assert_clean(run, emu)
+    dones = emu.log.event_types("ws_out").count("transcription.done")
+    assert dones == 2  # one on its own, one for the flush
+    lines = [e.text for e in run.user_lines() if not e.relabel]
+    assert lines == ["Hello there. How are you?"]
+    assert len(emu.log.of("http", "/v1/conversations")) == 1  # one turn, one reply
+    assert [e.text for e in run.of(AssistantTextFinal)] == ["Fine."]
+
+
 async def test_local_vad_ends_turns_when_the_service_does_not(
     mistral_emulator: MistralEmulator, tmp_path: Path
 ) -> None:
