@@ -117,6 +117,7 @@ class _Reply:
     text: str = ""
     generating: bool = True
     interrupted: bool = False
+    finalized: bool = False  # its one AssistantTextFinal has been emitted
     samples_queued: int = 0
     marks: dict[str, float] = field(default_factory=dict)  # monotonic stamps (latency logs)
 
@@ -313,6 +314,9 @@ class MistralSession:
             reply.task.cancel()
             with contextlib.suppress(BaseException):
                 await reply.task
+        if reply is not None and not reply.finalized and reply.text:
+            # ended mid-reply: what was received and queued counts as said
+            self._finalize(reply)
         pending = [
             t for t in self._tasks if not t.done() and t.get_name().startswith("mistral-diarize")
         ]
@@ -744,7 +748,6 @@ class MistralSession:
             rest = chunker.flush()
             if rest:
                 speech.say(rest)
-            self._emit(AssistantTextFinal(turn_id=reply.id, text=reply.text.strip()))
             await speech.finish()
             self._emit(
                 Usage(
@@ -757,6 +760,7 @@ class MistralSession:
             )
             reply.generating = False
             self._emit(AssistantDone(turn_id=reply.id, status=status))
+            self._spawn(self._finalize_when_played(reply), name=f"mistral-final-{reply.id}")
         except asyncio.CancelledError:
             await speech.cancel()
             raise
@@ -769,7 +773,7 @@ class MistralSession:
             self.log.warning("reply %s failed: %s", reply.id, err)
             self._emit(ErrorEvent(message=str(err), code=err.code))
             if reply.text:
-                self._emit(AssistantTextFinal(turn_id=reply.id, text=reply.text.strip()))
+                self._finalize(reply)
             self._emit(AssistantDone(turn_id=reply.id, status="failed"))
         finally:
             reply.generating = False
@@ -789,12 +793,34 @@ class MistralSession:
             reply.task.cancel()
             with contextlib.suppress(BaseException):
                 await reply.task
-        heard = _heard_text(reply, played)
         self._emit(Interrupted(turn_id=reply.id, played_ms=int(played), by=by))
-        self._emit(AssistantTextFinal(turn_id=reply.id, text=heard, interrupted=True))
+        self._finalize(reply, played_ms=played)
         if was_generating:
             self._emit(AssistantDone(turn_id=reply.id, status="cancelled"))
         return True
+
+    def _finalize(self, reply: _Reply, *, played_ms: float | None = None) -> None:
+        """The reply's one AssistantTextFinal: the whole text, or (``played_ms`` given, after
+        a cut) the part the user heard."""
+        if reply.finalized:
+            return
+        reply.finalized = True
+        if played_ms is None:
+            self._emit(AssistantTextFinal(turn_id=reply.id, text=reply.text.strip()))
+        else:
+            heard = _heard_text(reply, played_ms)
+            self._emit(AssistantTextFinal(turn_id=reply.id, text=heard, interrupted=True))
+
+    async def _finalize_when_played(self, reply: _Reply) -> None:
+        """Like the realtime provider, the final line is written once the reply has been
+        heard (a barge-in before then finalizes it as interrupted instead)."""
+        received_ms = reply.samples_queued * 1000.0 / ENGINE_RATE
+        playback = self.ctx.playback
+        while not reply.finalized and not reply.interrupted:
+            if playback.played_ms(reply.id) >= received_ms - 1 or not playback.is_active():
+                self._finalize(reply)
+                return
+            await asyncio.sleep(0.05)
 
     # -- reconnects -------------------------------------------------------------------------
 
