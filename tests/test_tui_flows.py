@@ -222,6 +222,11 @@ async def test_barge_in_and_interrupt_key_mark_the_reply(
             20,
             "the assistant speaking",
         )
+        await wait_until(
+            lambda: app.console_screen.query_one(StateBadge).state == State.ASSISTANT_SPEAKING,
+            5,
+            "the status to say so",
+        )
         badge_states.append(app.console_screen.query_one(StateBadge).state)
         await play_into_mic(stop)  # barge in over the reply
         await wait_until(lambda: "interrupted" in transcript_text(app), 15, "barge-in mark")

@@ -154,11 +154,25 @@ class VoiceTuiApp(App[int]):
             self.notify(error, title="Theme skipped", severity="warning", timeout=8)
         wanted = getattr(self.config, "theme", "") or DEFAULT_THEME
         self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
-        if self.health_on_start:
-            self.run_health_checks()
+        # Paint first: key checks, SDK imports and device probes come after the first frame
+        # (they hold the GIL in bursts and would delay it by seconds).
+        self.call_after_refresh(self._after_first_frame)
+
+    def _after_first_frame(self) -> None:
         if self.autostart:
             self.run_background(self._first_screen(), name="startup")
-            self.run_background(self.refresh_devices(), name="device scan", group="devices")
+            self.set_timer(
+                2.0,
+                lambda: self.run_background(
+                    self.refresh_devices(), name="device scan", group="devices"
+                ),
+            )
+        if self.health_on_start:
+            # after the session's own SDK import, so they do not compete at start-up
+            if self.autostart:
+                self.set_timer(1.0, self.run_health_checks)
+            else:
+                self.run_health_checks()
 
     async def _first_screen(self) -> None:
         """Open the keys screen when the chosen provider has no key, else start talking."""
@@ -210,11 +224,12 @@ class VoiceTuiApp(App[int]):
         )
 
     async def _health(self, spec_key: str | None) -> None:
-        health = await asyncio.to_thread(importlib.import_module, "voicetui.health")
-        if spec_key is None:
-            results = list(await health.check_all(self.config, self.keys))
-        else:
-            results = [await health.check(spec_key, self.config, self.keys)]
+        # In a thread with its own event loop: the checks read the keyring (D-Bus) and
+        # import SDKs synchronously, which would stall the UI's loop for a moment.
+        from voicetui.health import check_all_sync
+
+        keys = [spec_key] if spec_key else None
+        results = await asyncio.to_thread(check_all_sync, self.config, self.keys, keys)
         for result in results:
             self.health[result.provider] = result
         message = HealthUpdated(results)
@@ -328,6 +343,7 @@ class VoiceTuiApp(App[int]):
         # (which starts nothing) in a thread; it runs on this loop afterwards.
         from voicetui.engine.factory import build_engine
 
+        await asyncio.to_thread(_preload_sdk, provider_key)
         return await asyncio.to_thread(
             build_engine,
             self.config,
@@ -451,6 +467,22 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line for the user (its message, else its type)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# The SDK each provider imports when it connects. Importing it takes about a second; done
+# here, in a thread, it does not freeze the UI's loop when the provider connects.
+SDK_MODULES: dict[str, tuple[str, ...]] = {
+    "ai-voice-conv.openai": ("openai", "openai.resources.realtime.realtime"),
+    "ai-voice-conv.mistral": ("mistralai.client",),
+}
+
+
+def _preload_sdk(spec_key: str) -> None:
+    for name in SDK_MODULES.get(spec_key, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the provider reports a missing SDK itself, in one line
+            return
 
 
 def _write_private(path: Path, text: str) -> None:

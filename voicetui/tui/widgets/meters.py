@@ -47,14 +47,13 @@ class LevelMeter(Widget):
         high_at = round(bar_width * (HIGH_DB - FLOOR_DB) / -FLOOR_DB)
         text = Text(no_wrap=True, overflow="crop")
         text.append(f"{self.label} ", style("meter--label"))
-        for i in range(bar_width):
-            if i >= filled:
-                text.append("░", style("meter--empty"))
-            elif i >= high_at:
-                text.append("█", style("meter--high"))
-            elif i >= mid_at:
-                text.append("█", style("meter--mid"))
-            else:
-                text.append("█", style("meter--low"))
+        # one run per colour (styles looked up once): this repaints a dozen times a second
+        low = min(filled, mid_at)
+        mid = max(0, min(filled, high_at) - mid_at)
+        high = max(0, filled - high_at)
+        text.append("█" * low, style("meter--low"))
+        text.append("█" * mid, style("meter--mid"))
+        text.append("█" * high, style("meter--high"))
+        text.append("░" * (bar_width - filled), style("meter--empty"))
         text.append(f" {value}", style("meter--value"))
         return text
