@@ -131,7 +131,8 @@ set-default-source vmic
 EOF
   printf 'autospawn = no\n' >"$DIR/client.conf"   # clients must never spawn a stray daemon
   # -n: skip default.pa (no udev/alsa/bluetooth probing); no idle exit; no realtime (needs rtkit/dbus)
-  if ! env -u PULSE_SERVER HOME="$DIR/home" XDG_RUNTIME_DIR="$RT" \
+  # no D-Bus: two private daemons on one session bus would fight over the name org.PulseAudio1
+  if ! env -u PULSE_SERVER -u DBUS_SESSION_BUS_ADDRESS HOME="$DIR/home" XDG_RUNTIME_DIR="$RT" \
       pulseaudio --daemonize=yes -n -F "$DIR/sandbox.pa" --exit-idle-time=-1 \
       --use-pid-file=yes --realtime=no --high-priority=no --disable-shm=yes \
       --log-target="file:$LOG" </dev/null; then
