@@ -147,6 +147,8 @@ def assert_clean(run: Run, emu: MistralEmulator) -> None:
     assert run.ended is not None and run.ended.code == "input_finished", run.ended
     assert not [e for e in run.of(ErrorEvent) if e.fatal]
     assert emu.violations == []
+    finals = [e.turn_id for e in run.of(AssistantTextFinal)]
+    assert len(finals) == len(set(finals)), "one final line per reply"
 
 
 # --------------------------------------------------------------------------- push-to-talk
