@@ -35,11 +35,21 @@ def stderr_to_log(log_path: Path | None = None) -> Iterator[TextIO]:
         yield original if original is not None else sys.stderr
         return
     path = log_path if log_path is not None else paths.log_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:  # unwritable log dir: leave fd 2 alone rather than fail to start
+        yield original
+        return
+    try:
+        saved_fd = os.dup(2)
+    except OSError:  # fd 2 closed (daemonised, odd launcher): nothing to protect
+        os.close(log_fd)
+        yield original
+        return
     with contextlib.suppress(Exception):
         sys.stderr.flush()
         original.flush()
-    saved_fd = os.dup(2)
     terminal = os.fdopen(
         saved_fd,
         "w",
@@ -48,7 +58,6 @@ def stderr_to_log(log_path: Path | None = None) -> Iterator[TextIO]:
         errors="replace",
         closefd=False,
     )
-    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.dup2(log_fd, 2)
     finally:
