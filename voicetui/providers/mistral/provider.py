@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from voicetui.providers.base import ProviderSettings, SessionContext, Voice
@@ -36,15 +37,14 @@ class MistralProvider:
             api_key=api_key, server_url=settings.base_url or None, timeout_ms=15_000
         ) as client:
             for _ in range(MAX_VOICE_PAGES):
-                page_token = token
-
-                async def fetch(page_token: str | None = page_token):  # type: ignore[no-untyped-def]
-                    return await client.audio.voices.search_async(
-                        page_size=VOICE_PAGE_SIZE, page_token=page_token
-                    )
-
                 response = await call_with_retries(
-                    fetch, what="listing voices", policy=RetryPolicy(attempts=3)
+                    functools.partial(
+                        client.audio.voices.search_async,
+                        page_size=VOICE_PAGE_SIZE,
+                        page_token=token,
+                    ),
+                    what="listing voices",
+                    policy=RetryPolicy(attempts=3),
                 )
                 if response is None:
                     break
