@@ -257,6 +257,10 @@ class SpeechPipeline:
                 text = await self._queue.get()
                 if text is None:
                     break
+                if not text:  # wake-up from the receiver: the socket died mid-reply
+                    if self._ws_failed and self.stats.samples:
+                        await self._rest_catch_up()
+                    continue
                 self._pieces.append(_Piece(text))
                 fresh = self.stats.samples == 0 and not reopened
                 if conn is not None and (not self._ws_failed or fresh):
@@ -353,7 +357,7 @@ class SpeechPipeline:
                 elif isinstance(event, RealtimeSpeechError):
                     self._log.warning("speech socket error event: %s", event.error)
                     self._ws_failed = True
-                    return
+                    break
                 elif isinstance(event, UnknownRealtimeEvent):
                     self._log.info("ignored speech event %s (%s)", event.type, event.error)
             reraise_if_cancelling()
@@ -367,6 +371,8 @@ class SpeechPipeline:
         except Exception as exc:  # socket drop: the rest goes over REST
             self._ws_failed = True
             self._log.warning("speech socket dropped: %s", classify(exc, what="speaking"))
+        if self._ws_failed:
+            self._queue.put_nowait("")  # wake the pump: catch up now, not at the next piece
 
     def _confirm_piece(self) -> None:
         # Services may send one `done` per flushed piece or a single one after `end`; both
