@@ -52,11 +52,13 @@ HELLO = "Hello there, how are you?"
 REPLY = "I'm doing well, thank you for asking! How can I help you today?"
 
 
-def settings_for(emu: MistralEmulator, mode: TurnDetection, **extras: Any) -> ProviderSettings:
+def settings_for(
+    emu: MistralEmulator, mode: TurnDetection, voice: str = "default", **extras: Any
+) -> ProviderSettings:
     return ProviderSettings(
         spec_key="ai-voice-conv.mistral",
         model="mistral-small-latest",
-        voice="default",
+        voice=voice,
         turn_detection=mode,
         max_session_duration_s=600,
         base_url=emu.base_url,
@@ -99,6 +101,7 @@ async def converse(
     state_dir: Path | None = None,
     limit_s: float = 40.0,
     hook: Callable[[ConversationEngine, Event], None] | None = None,
+    voice: str = "default",
     **extras: Any,
 ) -> Run:
     """One `voicetui talk`-like session: WAV mic → engine + Mistral provider → WAV speaker."""
@@ -113,7 +116,7 @@ async def converse(
     )
     engine = ConversationEngine(
         provider=PROVIDER,
-        settings=settings_for(emu, mode, **extras),
+        settings=settings_for(emu, mode, voice, **extras),
         api_key="test-key",
         audio_in=rig.input,
         audio_out=rig.output,
@@ -623,6 +626,20 @@ async def test_realtime_speech_unavailable_uses_rest_per_sentence(
     assert [(e.body or {}).get("input") for e in speech] == PIECES
     assert all((e.body or {}).get("response_format") == "pcm" for e in speech)
     assert len(run.audio) == reply_samples(REPLY)
+
+
+async def test_unknown_voice_is_a_clear_non_fatal_error(
+    mistral_emulator: MistralEmulator, tmp_path: Path
+) -> None:
+    emu = mistral_emulator
+    run = await converse(emu, tmp_path, "push_to_talk", clip(HELLO), voice="no_such")
+    assert run.ended is not None and run.ended.code == "input_finished"
+    errors = run.of(ErrorEvent)
+    assert len(errors) == 1 and not errors[0].fatal
+    assert "does not know the voice 'no_such'" in errors[0].message
+    closes = emu.log.of("ws_close", "/v1/audio/speech/realtime")
+    assert closes and closes[0].status == 4404  # the socket refused it first
+    assert [d.status for d in run.of(AssistantDone)] == ["failed"]
 
 
 @pytest.mark.parametrize("fault", ["malformed", "unknown"])

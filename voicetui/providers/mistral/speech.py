@@ -415,9 +415,18 @@ class SpeechPipeline:
                 timeout_ms=self._opt.timeout_ms,
             )
 
-        stream = await call_with_retries(
-            open_stream, what="speaking", policy=self._opt.policy, log=self._log
-        )
+        try:
+            stream = await call_with_retries(
+                open_stream, what="speaking", policy=self._opt.policy, log=self._log
+            )
+        except ProviderError as err:
+            if err.code == "not_found" and self._opt.voice:
+                raise ProviderError(
+                    f"Mistral does not know the voice {self._opt.voice!r}; "
+                    "pick another voice in the settings",
+                    code="config",
+                ) from err
+            raise
         if not hasattr(stream, "__aiter__"):
             raise ProviderError("Mistral speech answered without a stream", code="protocol")
         decoder = PcmDecoder()
