@@ -128,9 +128,7 @@ class MistralSession:
     def __init__(self, ctx: SessionContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.log = (
-            ctx.log.getChild("mistral") if ctx.log.name != "voicetui.provider.mistral" else ctx.log
-        )
+        self.log = ctx.log
         extras = self.settings.extras
         self.server_vad = self.settings.turn_detection == "server_vad"
         self.transcription_model = str(
