@@ -22,6 +22,7 @@ from test_tui_support import (
     SpeakerRecorder,
     key_latency,
     play_into_mic,
+    send_keys,
     speech_wav,
     wait_until,
     write_config,
@@ -57,13 +58,18 @@ async def wait_live(app: VoiceTuiApp, limit: float = 15) -> None:
     )
 
 
-async def push_to_talk_turn(pilot: Pilot[Any], app: VoiceTuiApp, clip: Path, reply: str) -> None:
+async def push_to_talk_turn(
+    pilot: Pilot[Any], app: VoiceTuiApp, clip: Path, reply: str, limit: float = 20
+) -> None:
     """Space, speak, Space; then wait for the reply text and for playback to finish."""
-    await pilot.press("space")
+    await send_keys(app, "space")
     await wait_until(lambda: app.engine is not None and app.engine.talking, 5, "talking")
     await play_into_mic(clip)
-    await pilot.press("space")
-    await wait_until(lambda: reply in transcript_text(app), 20, f"reply {reply!r}")
+    await send_keys(app, "space")
+    try:
+        await wait_until(lambda: reply in transcript_text(app), limit, f"reply {reply!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; transcript:\n{transcript_text(app)}") from None
     await wait_live(app, 20)
 
 
@@ -106,6 +112,15 @@ async def test_push_to_talk_turn_openai_with_speaker_labels(
             # each speaker its own colour
             view = app.console_screen.query_one(TranscriptView)
             assert view._speakers == {"speaker_1": 0, "speaker_2": 1}
+            # export from the palette: Markdown written by the engine's transcript store
+            await send_keys(app, "ctrl+p", *"export")
+            await pilot.pause(0.5)
+            await send_keys(app, "enter")
+            from voicetui import paths
+
+            exported = paths.data_dir() / "exports" / f"{app.session_id}.md"
+            await wait_until(exported.exists, 10, "the exported transcript")
+            assert "Nice to hear you both" in exported.read_text(encoding="utf-8")
             await pilot.press("q")
     assert speaker.voiced_seconds() > 0.5, "assistant audio never reached the speaker"
 
@@ -236,7 +251,7 @@ async def test_barge_in_and_interrupt_key_mark_the_reply(
             20,
             "the second reply",
         )
-        await pilot.press("i")
+        await send_keys(app, "i")
         await wait_until(
             lambda: transcript_text(app).count("interrupted") >= 2, 10, "interrupt-key mark"
         )
@@ -268,10 +283,9 @@ async def test_provider_switch_from_the_palette(
         await wait_live(app)
         line = app.console_screen.query_one(SessionLine)
         assert "openai" in str(line.content)
-        await pilot.press("ctrl+p")
-        await pilot.press(*"Provider: Mistral")
+        await send_keys(app, "ctrl+p", *"Provider: Mistral")
         await pilot.pause(0.5)
-        await pilot.press("enter")
+        await send_keys(app, "enter")
         await wait_until(
             lambda: app.engine is not None and app.engine.settings.spec_key == MISTRAL,
             15,
@@ -280,7 +294,8 @@ async def test_provider_switch_from_the_palette(
         await wait_live(app, 20)
         assert "mistral" in str(line.content)
         assert load_config(cfg).provider == MISTRAL  # the switch is saved
-        await push_to_talk_turn(pilot, app, clip, "Salut from Mistral")
+        # the cascade (STT -> agent -> TTS) has three legs: more room on a loaded machine
+        await push_to_talk_turn(pilot, app, clip, "Salut from Mistral", limit=40)
         await pilot.press("q")
 
 
@@ -379,7 +394,7 @@ async def test_device_error_is_reported_and_the_app_lives_on(
             "the error state",
         )
         assert "no-such-microphone" in transcript_text(app)
-        await pilot.press("space")  # no session: a hint, not a crash
+        await send_keys(app, "space")  # no session: a hint, not a crash
         await pilot.pause()
         assert any("press n" in str(n.message) for n in app._notifications)
         await pilot.press("q")
@@ -402,10 +417,10 @@ async def test_slow_provider_never_freezes_input(
     app = VoiceTuiApp(cfg, health_on_start=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_live(app)
-        await pilot.press("space")
+        await send_keys(app, "space")
         await wait_until(lambda: app.engine is not None and app.engine.talking, 5, "talking")
         await play_into_mic(clip)
-        await pilot.press("space")
+        await send_keys(app, "space")
         await wait_until(
             lambda: app.engine is not None and app.engine.state == State.THINKING, 5, "thinking"
         )

@@ -146,3 +146,17 @@ async def key_latency(app: Any, key: str, handled: Callable[[], bool], limit: fl
             raise AssertionError(f"key {key!r} not handled within {limit} s")
         await asyncio.sleep(0.001)
     return time.perf_counter() - start
+
+
+async def send_keys(app: Any, *keys: str) -> None:
+    """Keys as a terminal delivers them, without Pilot's wait-for-idle after each one (with
+    live audio the process is never idle, and every press would wait its full second)."""
+    from textual import events
+
+    for key in keys:
+        char = key if len(key) == 1 else None
+        name = {" ": "space", ":": "colon"}.get(key, key)
+        event = events.Key(name, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+        await asyncio.sleep(0.01)
