@@ -136,10 +136,10 @@ def test_console_mid_reply(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_keys_screen_first_run(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
-        await app.push_screen(KeysScreen(first_run=True, focus_provider=MISTRAL))
+        await app.push_screen(KeysScreen(focus_provider=MISTRAL))  # banner: see test_tui_flows
         await wait_until(
             lambda: all("environment" in str(s.content) for s in app.screen.query(".key-source")),
             5,
