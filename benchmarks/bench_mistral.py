@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import logging
 import signal
 import statistics
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def wav_bytes(pcm: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------------- ours
 
 
-async def run_ours(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
+async def ours_turns(base_url: str, clip: np.ndarray, out_dir: Path) -> AsyncIterator[Stamps]:
+    """One conversation with our provider; each ``anext`` is one more push-to-talk turn."""
     from voicetui.audio.duplex import EchoGate
     from voicetui.audio.ports import CaptureFrame, DuplexPolicy
     from voicetui.audio.wav import WavOutput
@@ -147,9 +149,8 @@ async def run_ours(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) ->
     await session.connect()
     receiver = asyncio.create_task(session.run())
     pcm16 = (np.clip(clip, -1, 1) * 32767).astype(np.int16)
-    results: list[Stamps] = []
     try:
-        for _ in range(runs):
+        while True:
             events.clear()
             done.clear()
             await session.start_user_turn()
@@ -188,21 +189,21 @@ async def run_ours(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) ->
                 next(e.at for e in events if isinstance(e, AssistantAudio)) - t0
             )
             st.marks["first audio played"] = first_played.get(reply_id, float("nan")) - t0
-            results.append(st)
             output.flush()
             await asyncio.sleep(0.3)
+            yield st
     finally:
         await session.close()
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
         await output.stop()
-    return results
 
 
 # ------------------------------------------------------------------------------- seed
 
 
-async def run_seed(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) -> list[Stamps]:
+async def seed_turns(base_url: str, clip: np.ndarray, out_dir: Path) -> AsyncIterator[Stamps]:
+    """The seed's sequential loop on one client; each ``anext`` is one more turn."""
     from mistralai.client import Mistral, models
 
     from voicetui.audio.wav import WavOutput
@@ -212,11 +213,10 @@ async def run_seed(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) ->
     first_played: dict[str, float] = {}
     output.set_on_first_audio(first_played.setdefault)
     audio = wav_bytes(clip)
-    results: list[Stamps] = []
     async with Mistral(api_key="bench-key", server_url=base_url, timeout_ms=30_000) as client:
         agent = await client.beta.agents.create_async(**SEED_AGENT)  # type: ignore[arg-type]
         conversation_id: str | None = None
-        for i in range(runs):
+        for i in itertools.count():
             item = f"seed-{i}"
             st = Stamps()
             # the clip has just been recorded (the key went up): transcribe the whole file
@@ -261,11 +261,13 @@ async def run_seed(base_url: str, runs: int, clip: np.ndarray, out_dir: Path) ->
                     break
                 await asyncio.sleep(0.01)
             st.marks["first audio played"] = first_played.get(item, float("nan")) - t0
-            results.append(st)
             output.flush()
             await asyncio.sleep(0.3)
-    await output.stop()
-    return results
+            try:
+                yield st
+            except GeneratorExit:
+                await output.stop()
+                raise
 
 
 # ------------------------------------------------------------------------------- report
@@ -360,12 +362,18 @@ async def bench(args: argparse.Namespace) -> int:
         out = Path(tmp)
         ours_runs: list[Stamps] = []
         seed_runs: list[Stamps] = []
-        # warm-up (imports, first connections), then alternate so drift hits both alike
-        await run_ours(base_url, 1, clip, out)
-        await run_seed(base_url, 1, clip, out)
-        for _ in range(args.runs):
-            ours_runs += await run_ours(base_url, 1, clip, out)
-            seed_runs += await run_seed(base_url, 1, clip, out)
+        # one conversation each (steady state: keep-alive connections, a cached agent); a
+        # warm-up turn first, then the two alternate so any drift hits both alike
+        ours, seed = ours_turns(base_url, clip, out), seed_turns(base_url, clip, out)
+        try:
+            await anext(ours)
+            await anext(seed)
+            for _ in range(args.runs):
+                ours_runs.append(await anext(ours))
+                seed_runs.append(await anext(seed))
+        finally:
+            await ours.aclose()
+            await seed.aclose()
 
     ours_m, seed_m = median_marks(ours_runs), median_marks(seed_runs)
     ours_t, seed_t = ours_m["first audio played"], seed_m["first audio played"]

@@ -204,17 +204,35 @@ async def test_agent_is_created_once_and_recreated_when_gone(
     assert (state / CACHE_FILE).is_file()
     second = await converse(emu, tmp_path / "2", "push_to_talk", clip(HELLO), state_dir=state)
     assert_clean(second, emu)
-    creates = emu.log.of("http", "/v1/agents")
-    assert len(creates) == 1  # the second launch reused the cached agent id
-    body = creates[0].body or {}
+
+    def creates() -> list[Any]:
+        return [e for e in emu.log.of("http", "/v1/agents") if e.method == "POST"]
+
+    assert len(creates()) == 1  # the second launch reused the cached agent id
+    checks = [e for e in emu.log.of("http", "/v1/agents/") if e.method == "GET"]
+    assert len(checks) == 1 and checks[0].status == 200  # after checking it still exists
+    body = creates()[0].body or {}
     assert body["tools"] == [{"type": "web_search"}]
     assert body["completion_args"] == {"temperature": 0.3, "top_p": 0.95}
 
-    emu.forget_agents()  # deleted server-side: start answers 404, the agent is recreated
+    emu.forget_agents()  # deleted between launches: the check at connect finds it gone
     third = await converse(emu, tmp_path / "3", "push_to_talk", clip(HELLO), state_dir=state)
     assert_clean(third, emu)
-    assert len(emu.log.of("http", "/v1/agents")) == 2
+    assert len(creates()) == 2
     assert [e.text for e in third.of(AssistantTextFinal)] == [REPLY]
+
+    def delete_mid_session(engine: ConversationEngine, event: Event) -> None:
+        if isinstance(event, UserSpeechStarted):
+            emu.forget_agents()  # deleted while connected: the conversation start says 404
+
+    fourth = await converse(
+        emu, tmp_path / "4", "push_to_talk", clip(HELLO), state_dir=state, hook=delete_mid_session
+    )
+    assert_clean(fourth, emu)
+    assert len(creates()) == 3
+    starts = [e.status for e in emu.log.of("http", "/v1/conversations")]
+    assert starts[-2:] == [404, 200]
+    assert [e.text for e in fourth.of(AssistantTextFinal)] == [REPLY]
 
 
 async def test_moderation_guardrail_from_config(
@@ -231,7 +249,7 @@ async def test_moderation_guardrail_from_config(
         moderationThresholds={"selfharm": 0.1},
     )
     assert_clean(run, emu)
-    body = emu.log.of("http", "/v1/agents")[0].body or {}
+    body = next(e.body for e in emu.log.of("http", "/v1/agents") if e.method == "POST") or {}
     assert "tools" not in body
     guard = body["guardrails"][0]
     assert guard["block_on_error"] is True

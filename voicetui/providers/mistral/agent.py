@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicetui.providers.base import ProviderSettings
+from voicetui.providers.base import ProviderError, ProviderSettings
 from voicetui.providers.mistral.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -87,12 +87,34 @@ class AgentManager:
         self.agent_id: str | None = None
         self.created = False  # True if this process created the agent (tests, logs)
 
-    async def ensure(self) -> str:
-        """The agent id: cached if known for this configuration, else newly created."""
+    async def ensure(self, *, verify: bool = False) -> str:
+        """The agent id: cached if known for this configuration, else newly created.
+
+        ``verify`` (at connect) asks the service whether a cached agent still exists — a
+        cheap GET that also opens the keep-alive connection the first reply will reuse.
+        """
         async with self._lock:
             if self.agent_id is None:
-                self.agent_id = self._read_cache() or await self._create()
+                cached = self._read_cache()
+                if cached is not None and verify and not await self._exists(cached):
+                    self._log.warning("cached agent %s is gone; creating a new one", cached)
+                    cached = None
+                self.agent_id = cached or await self._create()
             return self.agent_id
+
+    async def _exists(self, agent_id: str) -> bool:
+        try:
+            await call_with_retries(
+                lambda: self._client.beta.agents.get_async(agent_id=agent_id),
+                what="checking the agent",
+                policy=self._policy,
+                log=self._log,
+            )
+        except ProviderError as err:
+            if err.code == "not_found":
+                return False
+            raise
+        return True
 
     async def recreate(self, stale_id: str | None) -> str:
         """The service says ``stale_id`` is gone: forget it and create a new agent."""

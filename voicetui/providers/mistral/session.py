@@ -226,7 +226,7 @@ class MistralSession:
         )
         # agent lookup and socket handshake are independent: do them at once
         results = await asyncio.gather(
-            self.agents.ensure(), self.listener.open(), return_exceptions=True
+            self.agents.ensure(verify=True), self.listener.open(), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
