@@ -28,7 +28,7 @@ from voicetui.engine.events import AssistantAudio, Event
 from voicetui.tui.commands import VoiceCommands
 from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
 from voicetui.tui.screens.console import ConsoleScreen
-from voicetui.tui.themes import DEFAULT_THEME, ThemeLoad, load_themes
+from voicetui.tui.themes import DEFAULT_THEME, ThemeLoad, load_themes, user_themes_dir
 
 if TYPE_CHECKING:
     from voicetui.audio.devices import DeviceInfo
@@ -152,8 +152,16 @@ class VoiceTuiApp(App[int]):
             self.register_theme(theme)
         for error in self.theme_load.errors:
             self.notify(error, title="Theme skipped", severity="warning", timeout=8)
-        wanted = getattr(self.config, "theme", "") or DEFAULT_THEME
-        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        wanted = self.config.theme or DEFAULT_THEME
+        if wanted not in self.available_themes:
+            self.notify(
+                f"theme {wanted!r} not found (not built in, not in {user_themes_dir()}); "
+                f"using {DEFAULT_THEME}",
+                severity="warning",
+                timeout=8,
+            )
+            wanted = DEFAULT_THEME
+        self.theme = wanted
         # Paint first: key checks, SDK imports and device probes come after the first frame
         # (they hold the GIL in bursts and would delay it by seconds).
         self.call_after_refresh(self._after_first_frame)
@@ -288,6 +296,8 @@ class VoiceTuiApp(App[int]):
         except Exception as exc:  # every build failure is one line for the user
             self.session_error = one_line(exc)
             console.post_message(SessionStopped(self.session_error, error=True))
+            if getattr(exc, "code", "") == "no_key":
+                self.open_keys(key)  # the fix is one screen away
             return
         self.session_error = None
         self.session_id = engine.session_id
