@@ -301,7 +301,9 @@ def emulator(args: argparse.Namespace) -> Iterator[str]:
         from voicetui.testing.emulators.mistral import MistralEmulator
 
         emu = MistralEmulator()
-        emu.script = Script(turns=[Turn(user_text=USER, reply=REPLY)])
+        tool = "web_search" if args.tool_delay > 0 else None
+        emu.script = Script(turns=[Turn(user_text=USER, reply=REPLY, tool=tool)])
+        emu.tool_delay_s = args.tool_delay
         emu.timing.first_transcript_delay_s = args.transcript_delay
         emu.timing.first_token_delay_s = args.token_delay
         emu.timing.token_interval_s = args.token_interval
@@ -318,7 +320,9 @@ def emulator(args: argparse.Namespace) -> Iterator[str]:
         [sys.executable, "-m", "voicetui.testing.emulators.mistral", "--port", str(port),
          "--pace", str(args.pace), "--transcript-delay", str(args.transcript_delay),
          "--token-delay", str(args.token_delay), "--token-interval", str(args.token_interval),
-         "--audio-delay", str(args.audio_delay), "--user-text", USER, "--reply", REPLY],
+         "--audio-delay", str(args.audio_delay), "--user-text", USER, "--reply", REPLY,
+         *(["--tool", "web_search", "--tool-delay", str(args.tool_delay)]
+           if args.tool_delay > 0 else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -351,9 +355,13 @@ async def bench(args: argparse.Namespace) -> int:
     )
     n_tokens = len(word_pieces(REPLY))
     k = first_clause_tokens(REPLY)
-    theory_ours = t.first_token_delay_s + (k - 1) * t.token_interval_s + t.first_audio_delay_s
+    theory_ours = (
+        args.tool_delay + t.first_token_delay_s + (k - 1) * t.token_interval_s
+        + t.first_audio_delay_s
+    )  # fmt: skip
     theory_seed = (
-        t.first_transcript_delay_s
+        args.tool_delay
+        + t.first_transcript_delay_s
         + t.first_token_delay_s
         + (n_tokens - 1) * t.token_interval_s
         + t.first_audio_delay_s
@@ -381,7 +389,8 @@ async def bench(args: argparse.Namespace) -> int:
     print(
         f"delays: transcription {t.first_transcript_delay_s:g} s, first token "
         f"{t.first_token_delay_s:g} s, {t.token_interval_s * 1000:g} ms/word, TTS first audio "
-        f"{t.first_audio_delay_s:g} s; reply {n_tokens} words, first clause after {k}; "
+        f"{t.first_audio_delay_s:g} s; web search {args.tool_delay:g} s; "
+        f"reply {n_tokens} words, first clause after {k}; "
         f"{args.runs} runs each (medians); emulator in a {args.emulator}"
     )
     print()
@@ -425,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-delay", type=float, default=0.7, metavar="S")
     parser.add_argument("--pace", type=float, default=4.0, help="TTS audio pace (x real time)")
     parser.add_argument("--emulator", choices=["process", "thread"], default="process")
+    parser.add_argument(
+        "--tool-delay", type=float, default=0.0, metavar="S",
+        help="the agent runs a web search of this length before answering (both pipelines)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(bench(args))
