@@ -89,9 +89,19 @@ class ConsoleScreen(VoiceScreen):
     def on_mount(self) -> None:
         self.transcript.add_notice("welcome to voicetui — Space talks, Ctrl+P opens the palette")
         if not self.vapp.frozen:
-            # Meters and timer poll the engine's cheap properties; idle costs ~nothing
-            # because values are rounded and unchanged ones do not repaint.
-            self._poll_timer = self.set_interval(1 / METER_HZ, self._poll)
+            # Meters and timer poll the engine's cheap properties; values are rounded and
+            # unchanged ones do not repaint. The clock runs only while a session exists.
+            self._poll_timer = self.set_interval(1 / METER_HZ, self._poll, pause=True)
+
+    def _resume_clock(self) -> None:
+        if self._poll_timer is not None:
+            self.transcript.set_paced(True)
+            self._poll_timer.resume()
+
+    def _pause_clock(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.pause()
+            self.transcript.set_paced(False)
 
     @property
     def transcript(self) -> TranscriptView:
@@ -101,12 +111,15 @@ class ConsoleScreen(VoiceScreen):
     # --- live status -----------------------------------------------------------------------
 
     def _poll(self) -> None:
+        # One clock for the meters, the timer and the streaming text: fewer frames to draw.
         engine = self.vapp.engine
         mic = self.query_one("#mic-meter", LevelMeter)
         spk = self.query_one("#spk-meter", LevelMeter)
+        self.transcript.flush()
         if engine is None:
             mic.set_level(-120.0)
             spk.set_level(-120.0)
+            self._pause_clock()  # nothing live: an idle console costs nothing
             return
         mic.muted = engine.muted
         mic.set_level(engine.input_level_dbfs)
@@ -119,6 +132,7 @@ class ConsoleScreen(VoiceScreen):
     def session_starting(self, provider_key: str) -> None:
         """The app is building a session for ``provider_key``."""
         self.query_one(StateBadge).set_state(State.CONNECTING)
+        self._resume_clock()
         self.query_one(SessionLine).update(f"{provider_key} · connecting…")
         self._refresh_usage(provider_key)
 
@@ -143,6 +157,8 @@ class ConsoleScreen(VoiceScreen):
     def _show_event(self, event: Event) -> None:
         if isinstance(event, StateChanged):
             self.query_one(StateBadge).set_state(event.state)
+            if self.vapp.engine is not None:
+                self._resume_clock()
         elif isinstance(event, SessionStarted):
             self._max_s = event.max_duration_s
             self.query_one(SessionLine).show(

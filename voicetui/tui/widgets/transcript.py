@@ -103,6 +103,8 @@ class TranscriptView(ScrollView, can_focus=True):
         self._anchor: tuple[str, int] | None = None  # where a relabelled turn's lines go
         self._last_layout = 0.0
         self._base_style: Style | None = None
+        self._needs_layout = False
+        self.paced = False  # True: the owner calls flush() on its own clock
 
     # --- public API ------------------------------------------------------------------------
 
@@ -245,6 +247,9 @@ class TranscriptView(ScrollView, can_focus=True):
 
     def _mark_dirty(self, index: int) -> None:
         self._dirty_from = min(self._dirty_from, index)
+        self._needs_layout = True
+        if self.paced:
+            return  # the owner's frame clock calls flush()
         if not self._layout_pending and self.is_mounted:
             self._layout_pending = True
             # At most MAX_LAYOUT_HZ re-layouts: a reply streaming 30+ deltas a second is
@@ -313,8 +318,20 @@ class TranscriptView(ScrollView, can_focus=True):
         entry.rendered = (entry.version, width)
         return strips
 
+    def flush(self) -> None:
+        """Lay out pending changes now (the owner's frame clock, when ``paced``)."""
+        if self._needs_layout and self.is_mounted:
+            self._relayout()
+
+    def set_paced(self, paced: bool) -> None:
+        """Let the owner drive re-layouts (one clock for meters and text = fewer frames)."""
+        self.paced = paced
+        if not paced and self._needs_layout and self.is_mounted:
+            self._mark_dirty(self._dirty_from)
+
     def _relayout(self) -> None:
         self._layout_pending = False
+        self._needs_layout = False
         self._last_layout = time.monotonic()
         width = self.scrollable_content_region.width
         if width <= 0:
