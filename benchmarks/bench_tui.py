@@ -364,6 +364,52 @@ async def _transcript(lines: int) -> dict[str, float]:
     return results
 
 
+async def _ui_replay(seconds: float = 4.0) -> dict[str, float]:
+    """The UI's own share of a streamed reply: the console fed the same event cadence
+    (a text delta every 30 ms, the speaker meter moving at 12 Hz) with no engine or audio
+    in the process. Baseline: the same console, idle, over the same window."""
+    import os as _os
+
+    from voicetui.engine.events import AssistantTextDelta, State, StateChanged
+    from voicetui.tui.app import VoiceTuiApp
+    from voicetui.tui.messages import EngineEvent
+    from voicetui.tui.widgets.meters import LevelMeter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _os.environ["XDG_CONFIG_HOME"] = tmp
+        app = VoiceTuiApp(frozen=False, autostart=False, health_on_start=False)
+        async with app.run_test(size=(COLS, ROWS)) as pilot:
+            await pilot.pause(0.5)
+            console = app.console_screen
+            meter = console.query_one("#spk-meter", LevelMeter)
+            t0, c0 = time.perf_counter(), time.process_time()
+            await asyncio.sleep(seconds)
+            idle = 100 * (time.process_time() - c0) / (time.perf_counter() - t0)
+            console.post_message(
+                EngineEvent(StateChanged(state=State.ASSISTANT_SPEAKING, previous=State.THINKING))
+            )
+            words = ("The quick brown fox jumps over the lazy dog. " * 40).split()
+            # as with a live session: the console's 12 Hz clock moves the meters and lays
+            # out the streamed text (see ConsoleScreen._poll)
+            view = console.transcript
+            view.set_paced(True)
+            t0, c0 = time.perf_counter(), time.process_time()
+            i = 0
+            next_tick = t0
+            while time.perf_counter() - t0 < seconds:
+                console.post_message(
+                    EngineEvent(AssistantTextDelta(turn_id="r", text=words[i % len(words)] + " "))
+                )
+                if time.perf_counter() >= next_tick:
+                    next_tick += 1 / 12
+                    meter.set_level(-30 + (i % 5) * 4)
+                    view.flush()
+                i += 1
+                await asyncio.sleep(0.03)
+            stream = 100 * (time.process_time() - c0) / (time.perf_counter() - t0)
+    return {"ui_idle_pct": idle, "ui_stream_pct": stream}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions (medians reported)")
@@ -376,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     with audio_sandbox():
         proc = bench_process(args.runs, args.idle_seconds)
     tr = asyncio.run(_transcript(args.lines))
+    ui = asyncio.run(_ui_replay())
 
     med = {k: statistics.median(v) for k, v in proc.items()}
     rows = [
@@ -392,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         ["CPU streaming a reply", fmt(med["stream_pct"], " %", 2),
          fmt(med["idle_pct"], " %", 2) + " (idle)",
          f"{med['stream_pct'] / max(med['idle_pct'], 1e-9):.1f}x idle", "<= 10 %"],
+        ["  of which the UI (replayed stream)", fmt(ui["ui_stream_pct"], " %", 2),
+         fmt(ui["ui_idle_pct"], " %", 2) + " (same, idle)", "", ""],
         [f"append, {args.lines:,} lines", fmt(tr["append_ms_per_line"], " ms/line", 3),
          fmt(tr["base_append_ms_per_line"], " ms/line", 3) + " (RichLog)",
          f"{tr['append_ms_per_line'] / tr['base_append_ms_per_line']:.2f}x", ""],
@@ -409,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     print("raw:", json.dumps({k: [round(x, 4) for x in v] for k, v in proc.items()}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"process": proc, "transcript": tr}, indent=2))
+        args.json.write_text(json.dumps({"process": proc, "transcript": tr, "ui": ui}, indent=2))
     return 0
 
 

@@ -90,6 +90,7 @@ class TranscriptView(ScrollView, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.entries: list[Entry] = []
         self._user: dict[tuple[str, int], Entry] = {}
+        self._turn_segments: dict[str, set[int]] = {}  # turn -> its user segment indexes
         self._assistant: dict[str, Entry] = {}
         self._tools: dict[tuple[str, str], Entry] = {}
         self._relabelled_turns: set[str] = set()
@@ -121,6 +122,7 @@ class TranscriptView(ScrollView, can_focus=True):
         """Start a fresh transcript (new conversation)."""
         self.entries.clear()
         self._user.clear()
+        self._turn_segments.clear()
         self._assistant.clear()
         self._tools.clear()
         self._relabelled_turns.clear()
@@ -190,6 +192,7 @@ class TranscriptView(ScrollView, can_focus=True):
             entry = Entry(kind="user", turn_id=event.turn_id, text=event.text)
             self._insert_user(entry, event.segment_index)
             self._user[key] = entry
+            self._turn_segments.setdefault(event.turn_id, set()).add(event.segment_index)
         entry.text = event.text
         entry.final = event.final
         entry.speaker = event.speaker
@@ -201,21 +204,21 @@ class TranscriptView(ScrollView, can_focus=True):
 
     def _drop_turn_user_lines(self, turn_id: str) -> None:
         """A diarized relabel replaces every earlier line of that turn."""
-        doomed = [e for k, e in self._user.items() if k[0] == turn_id]
+        segments = self._turn_segments.pop(turn_id, set())
+        doomed = [self._user.pop((turn_id, seg)) for seg in segments]
         if not doomed:
             return
         first = min(self._index_of(e) for e in doomed)
         ids = {id(e) for e in doomed}
         self.entries = [e for e in self.entries if id(e) not in ids]
-        for key in [k for k in self._user if k[0] == turn_id]:
-            del self._user[key]
         self._anchor = (turn_id, first)
         self._mark_dirty(first)
 
     def _insert_user(self, entry: Entry, segment_index: int) -> None:
         """User lines of a turn stay together, in segment order, before that turn's reply."""
         same_turn = [
-            (k[1], self._index_of(e)) for k, e in self._user.items() if k[0] == entry.turn_id
+            (seg, self._index_of(self._user[(entry.turn_id, seg)]))
+            for seg in self._turn_segments.get(entry.turn_id, ())
         ]
         if same_turn:
             after = [i for seg, i in same_turn if seg < segment_index]
