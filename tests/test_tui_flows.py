@@ -268,7 +268,9 @@ async def test_provider_switch_from_the_palette(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-tui-0000000000000000")
     monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-tui-000000000000")
-    mistral_emulator.script = Script(turns=[Turn(user_text="bonjour", reply="Salut from Mistral.")])
+    mistral_emulator.script = Script(
+        turns=[Turn(user_text="bonjour", reply="Salut from Mistral.", tool="web_search")]
+    )
     cfg = write_config(
         tmp_path / "config.toml",
         provider=OPENAI,
@@ -296,6 +298,17 @@ async def test_provider_switch_from_the_palette(
         assert load_config(cfg).provider == MISTRAL  # the switch is saved
         # the cascade (STT -> agent -> TTS) has three legs: more room on a loaded machine
         await push_to_talk_turn(pilot, app, clip, "Salut from Mistral", limit=40)
+        lines = app.console_screen.query_one(TranscriptView).plain_lines()
+        # the diarized second pass relabelled the turn: its plain line was replaced
+        await wait_until(
+            lambda: any("speaker_1  bonjour" in line for line in
+                        app.console_screen.query_one(TranscriptView).plain_lines()),
+            10,
+            "the diarized relabel",
+        )  # fmt: skip
+        lines = app.console_screen.query_one(TranscriptView).plain_lines()
+        assert not any(line.startswith("you  bonjour") for line in lines), lines
+        assert any(line.strip().startswith(("⚙", "✓")) for line in lines), lines  # web search
         await pilot.press("q")
 
 
