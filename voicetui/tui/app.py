@@ -423,6 +423,10 @@ class VoiceTuiApp(App[int]):
 
         self.push_screen(ThemePickerScreen())
 
+    def action_change_theme(self) -> None:
+        """Textual's own "Theme" command opens our picker (preview, then saved)."""
+        self.open_theme_picker()
+
     def set_theme_and_save(self, name: str) -> None:
         """Apply a theme and remember it in the config."""
         self.theme = name

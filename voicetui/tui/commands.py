@@ -90,7 +90,7 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
         PaletteCommand(
             "Theme: pick with preview", "browse themes with a live preview", app.open_theme_picker
         ),
-        PaletteCommand("Keys", "set, rotate, test or delete provider keys", app.open_keys),
+        PaletteCommand("API keys", "set, rotate, test or delete provider keys", app.open_keys),
         PaletteCommand("Settings", "provider, voice, devices, duplex policy", app.open_settings),
         PaletteCommand(
             "New conversation", "end this session and start afresh", app.new_conversation
