@@ -16,8 +16,6 @@ from voicetui.engine.events import (
 )
 from voicetui.tui.widgets.transcript import TranscriptView, format_span
 
-pytestmark = pytest.mark.asyncio
-
 
 class Host(App[None]):
     def compose(self) -> ComposeResult:
@@ -30,6 +28,7 @@ def test_span_format() -> None:
     assert format_span(2.0, None) == "[2.0s -> ?]"
 
 
+@pytest.mark.asyncio
 async def test_partial_final_and_diarized_relabel_replace_the_turn() -> None:
     app = Host()
     async with app.run_test(size=(100, 20)) as pilot:
@@ -62,6 +61,7 @@ async def test_partial_final_and_diarized_relabel_replace_the_turn() -> None:
         assert view._speakers == {"speaker_1": 0, "speaker_2": 1}  # one colour each
 
 
+@pytest.mark.asyncio
 async def test_streaming_tool_activity_and_interruption() -> None:
     app = Host()
     async with app.run_test(size=(100, 20)) as pilot:
@@ -82,6 +82,7 @@ async def test_streaming_tool_activity_and_interruption() -> None:
         ]
 
 
+@pytest.mark.asyncio
 async def test_five_thousand_lines_stay_cheap() -> None:
     app = Host()
     async with app.run_test(size=(120, 40)) as pilot:
