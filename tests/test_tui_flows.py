@@ -461,3 +461,34 @@ async def test_slow_provider_never_freezes_input(
         assert max(streaming) < 0.1, streaming
         await wait_until(lambda: "done." in transcript_text(app), 30, "the end of the reply")
         await pilot.press("q")
+
+
+async def test_dropped_connection_shows_reconnecting_and_recovers(
+    openai_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audio_sandbox: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-tui-0000000000000000")
+    openai_emulator.script = Script(turns=[Turn(user_text="still there", reply="Yes, back.")])
+    cfg = write_config(
+        tmp_path / "config.toml",
+        provider=OPENAI,
+        providers={OPENAI: openai_options(openai_emulator, turnDetection="push_to_talk")},
+    )
+    clip = speech_wav(tmp_path / "there.wav", "still there")
+    app = VoiceTuiApp(cfg, health_on_start=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_live(app)
+        openai_emulator.faults.drop_after_events = 0  # the socket dies on the next event
+        await send_keys(app, "space")
+        await wait_until(lambda: "reconnecting" in transcript_text(app), 15, "reconnecting")
+        assert app.console_screen.query_one(StateBadge).state in (
+            State.RECONNECTING,
+            State.USER_SPEAKING,
+        )
+        await wait_until(lambda: "reconnected" in transcript_text(app), 20, "reconnected")
+        # the talk key is still down: the turn goes on over the new connection
+        assert app.engine is not None and app.engine.talking
+        await play_into_mic(clip)
+        await send_keys(app, "space")
+        await wait_until(lambda: "Yes, back." in transcript_text(app), 20, "the reply")
+        await pilot.press("q")
+    assert app.return_code == 0
