@@ -82,6 +82,7 @@ async def openai_emulator() -> AsyncIterator[Any]:
     await emulator.start()
     yield emulator
     await emulator.stop()
+    _assert_faithful(emulator)
 
 
 @pytest_asyncio.fixture
@@ -89,10 +90,11 @@ async def mistral_emulator() -> AsyncIterator[Any]:
     """The Mistral emulator, serving in the test's own event loop."""
     from voicetui.testing.emulators.mistral import MistralEmulator
 
-    emulator = MistralEmulator()
+    emulator = MistralEmulator(strict=True)
     await emulator.start()
     yield emulator
     await emulator.stop()
+    _assert_faithful(emulator)
 
 
 @pytest.fixture
@@ -104,6 +106,7 @@ def openai_emulator_thread() -> Iterator[Any]:
     emulator.start_in_thread()
     yield emulator
     emulator.stop_thread()
+    _assert_faithful(emulator)
 
 
 @pytest.fixture
@@ -111,7 +114,19 @@ def mistral_emulator_thread() -> Iterator[Any]:
     """The Mistral emulator in a background thread, for sync tests and subprocesses."""
     from voicetui.testing.emulators.mistral import MistralEmulator
 
-    emulator = MistralEmulator()
+    emulator = MistralEmulator(strict=True)
     emulator.start_in_thread()
     yield emulator
     emulator.stop_thread()
+    _assert_faithful(emulator)
+
+
+def _assert_faithful(emulator: Any) -> None:
+    """Every test that talked to an emulator also checks the emulator itself: nothing it sent
+    failed strict validation against the SDK's models, and none of its handlers crashed."""
+    problems = [
+        *getattr(emulator, "violations", []),
+        *getattr(emulator, "client_violations", []),
+        *getattr(emulator, "internal_errors", []),
+    ]
+    assert not problems, f"emulator fidelity problems: {problems[:5]}"
