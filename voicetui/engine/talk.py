@@ -61,7 +61,8 @@ class Printer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, UserTranscript) and event.final:
             line = format_user_line(event.text, event.speaker, event.start, event.end)
-            self._say(line + (" (relabelled)" if event.relabel else ""))
+            # a diarized relabel prints as its own line, in the seed's exact form
+            self._say(line)
         elif isinstance(event, AssistantTextFinal):
             mark = " [interrupted]" if event.interrupted else ""
             self._say(f"assistant: {event.text}{mark}")
