@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: run test install install-test lint typecheck pytest clean
+.PHONY: run test install install-test system-test lint typecheck pytest clean
 
 $(VENV)/.run-stamp: pyproject.toml
 	bash tools/setup-system.sh run
@@ -14,15 +14,18 @@ $(VENV)/.run-stamp: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e .
 	touch $@
 
-$(VENV)/.test-stamp: pyproject.toml
+# apt packages first, so a fresh machine has them before pip builds anything
+system-test:
+	bash tools/setup-system.sh test
+
+$(VENV)/.test-stamp: pyproject.toml | system-test
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.run-stamp
 
 install: $(VENV)/.run-stamp
 
-install-test: $(VENV)/.test-stamp
-	bash tools/setup-system.sh test
+install-test: system-test $(VENV)/.test-stamp
 
 run: install
 	$(VENV)/bin/voicetui $(ARGS)
