@@ -15,23 +15,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voicetui.audio.devices import find_device, negotiate
-from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, JitterBuffer
 from voicetui.audio.level import SILENCE_DBFS
 from voicetui.audio.ports import ENGINE_RATE, Float32Array, Int16Array
 from voicetui.audio.resample import StreamResampler, to_float32
 from voicetui.audio.sd_loader import load_sounddevice
 from voicetui.audio.stats import SampleRing
+from voicetui.audio.stream import DeviceStream
 
 log = logging.getLogger(__name__)
 
-_WATCHDOG_S = 0.25  # how often the loop checks that the callback still runs
-_STALL_S = 1.5  # no callback for this long while running = the device is gone
 
-
-class DeviceOutput:
+class DeviceOutput(DeviceStream):
     """:class:`~voicetui.audio.ports.AudioOutput` on a real sound device."""
+
+    KIND = "output"
+    LABEL = "speaker"
 
     def __init__(
         self,
@@ -44,16 +43,11 @@ class DeviceOutput:
         channels: int | None = None,
         latency: str | float = "low",
     ) -> None:
-        self.device = device
-        self.forced_channels = channels
-        self.channels = 1
-        self.block_ms = block_ms
+        super().__init__(
+            device, block_ms=block_ms, device_rate=device_rate, channels=channels, latency=latency
+        )
         self.prebuffer_ms = prebuffer_ms
         self.max_prebuffer_ms = max_prebuffer_ms
-        self.forced_rate = device_rate
-        self.latency = latency
-        self.rate = ENGINE_RATE
-        self.device_name = ""
         self.callback_seconds = SampleRing()  # callback run time, for the benchmark
         self.xruns = 0  # PortAudio output_underflow flags (device-level)
         self.dac_ahead_s = 0.0  # latest callback: how far ahead of the DAC it writes
@@ -62,82 +56,30 @@ class DeviceOutput:
         )
         self._resampler = StreamResampler(ENGINE_RATE, ENGINE_RATE)
         self._resampled_item: str | None = None
-        self._stream: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_first_audio: Callable[[str, float], None] | None = None
-        self._on_error: ErrorCallback | None = None
-        self._stopping = False
-        self._failed = False
-        self._last_callback = 0.0
         self._out_latency = 0.0
         self._tail_until = 0.0
         self._idle = asyncio.Event()
-        self._watchdog: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Open and start the stream; raise :class:`AudioError` if that is impossible."""
         if self._stream is not None:
             return
-        self._loop = asyncio.get_running_loop()
         sd = load_sounddevice()
-        dev = find_device(self.device, "output")
-        rate, channels = negotiate(
-            dev, "output", rate=self.forced_rate, channels=self.forced_channels
-        )
-        self.rate = rate
-        self.channels = channels
-        self.device_name = dev.name
+        dev = self._negotiate()
         self._jb = JitterBuffer(
-            rate, prebuffer_ms=self.prebuffer_ms, max_prebuffer_ms=self.max_prebuffer_ms
+            self.rate, prebuffer_ms=self.prebuffer_ms, max_prebuffer_ms=self.max_prebuffer_ms
         )
-        self._resampler = StreamResampler(ENGINE_RATE, rate)
-        block = max(1, round(rate * self.block_ms / 1000))
-        try:
-            stream = sd.OutputStream(
-                device=dev.index,
-                samplerate=rate,
-                channels=channels,
-                dtype="float32",
-                blocksize=block,
-                latency=self.latency,
-                callback=self._callback,
-                finished_callback=self._finished,
-            )
-            self._stopping = False
-            self._failed = False
-            self._last_callback = time.monotonic()
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise AudioError(
-                f"cannot open output device '{dev.name}' at {rate} Hz: {exc}",
-                AudioErrorCode.STREAM_ERROR,
-            ) from exc
-        self._stream = stream
+        self._resampler = StreamResampler(ENGINE_RATE, self.rate)
+        stream = self._open(sd.OutputStream, dev, "float32", self._callback)
         self._out_latency = float(stream.latency)
-        self._watchdog = asyncio.create_task(self._watch(), name="voicetui-output-watchdog")
 
     async def stop(self) -> None:
         """Stop and close the stream (idempotent)."""
-        self._stopping = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                # abort: do not wait for queued audio (stop() would drain PortAudio's buffers)
-                stream.abort()
-            with contextlib.suppress(Exception):
-                stream.close()
+        await self._close()
         self._jb.flush(0)
         self._idle.set()
-
-    def set_on_error(self, callback: ErrorCallback | None) -> None:
-        """Receive mid-session failures (device lost) on the event loop."""
-        self._on_error = callback
 
     # ------------------------------------------------------------------ AudioOutput
     def enqueue(self, item_id: str, pcm: Int16Array | Float32Array) -> None:
@@ -234,13 +176,6 @@ class DeviceOutput:
                     loop.call_soon_threadsafe(self._dispatch, jb.take_events())
         self.callback_seconds.record(time.perf_counter() - t0)
 
-    def _finished(self) -> None:
-        if not self._stopping and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(
-                    self._fail, "the output stream stopped unexpectedly (device unplugged?)"
-                )
-
     # ------------------------------------------------------------------ loop side
     def _dispatch(self, events: list[tuple[str, str, float]]) -> None:
         for kind, item, t in events:
@@ -260,28 +195,6 @@ class DeviceOutput:
                 if not self._jb.is_active():
                     self._idle.set()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(_WATCHDOG_S)
-            stream = self._stream
-            if stream is None or self._stopping:
-                return
-            if time.monotonic() - self._last_callback > _STALL_S:
-                self._fail("the output device stopped responding (unplugged or sound server gone)")
-                return
-
-    def _fail(self, why: str) -> None:
-        if self._failed or self._stopping:
-            return
-        self._failed = True
+    def _on_failed(self) -> None:
         self._jb.flush(0)
-        self._idle.set()
-        name = self.device_name or "default"
-        err = AudioError(
-            f"speaker '{name}' lost: {why}; pick another output device or"
-            " reconnect it and restart the session",
-            AudioErrorCode.DEVICE_LOST,
-        )
-        log.warning("%s", err.message)
-        if self._on_error is not None:
-            self._on_error(err)
+        self._idle.set()  # wake wait_idle(): nothing more will play

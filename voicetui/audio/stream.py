@@ -1,0 +1,157 @@
+"""What the device microphone and speaker share: opening a PortAudio stream on a named
+device, closing it, and noticing when the device goes away mid-session.
+
+A lost device is never an exception in the middle of a conversation: the watchdog (no
+callback for a while) and PortAudio's finished callback both end in :meth:`DeviceStream._fail`,
+which hands one :class:`AudioError` to the ``on_error`` callback on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, ClassVar, Literal
+
+from voicetui.audio.devices import DeviceInfo, find_device, negotiate
+from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
+from voicetui.audio.ports import ENGINE_RATE
+
+log = logging.getLogger(__name__)
+
+_WATCHDOG_S = 0.25  # how often the loop checks that the callback still runs
+_STALL_S = 1.5  # no callback for this long while running = the device is gone
+
+
+class DeviceStream:
+    """Base of :class:`~voicetui.audio.capture.DeviceInput` and
+    :class:`~voicetui.audio.playback.DeviceOutput`: one stream on one device."""
+
+    KIND: ClassVar[Literal["input", "output"]]
+    LABEL: ClassVar[str]  # what the user calls it: "microphone", "speaker"
+
+    def __init__(
+        self,
+        device: str | None,
+        *,
+        block_ms: float,
+        device_rate: int | None,
+        channels: int | None,
+        latency: str | float,
+    ) -> None:
+        self.device = device
+        self.forced_channels = channels
+        self.channels = 1
+        self.block_ms = block_ms
+        self.forced_rate = device_rate
+        self.latency = latency
+        self.rate = ENGINE_RATE
+        self.device_name = ""
+        self._stream: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_error: ErrorCallback | None = None
+        self._stopping = False
+        self._failed = False
+        self._last_callback = 0.0
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def set_on_error(self, callback: ErrorCallback | None) -> None:
+        """Receive mid-session failures (device lost) on the event loop."""
+        self._on_error = callback
+
+    # ------------------------------------------------------------------ for subclasses
+    def _negotiate(self) -> DeviceInfo:
+        """Find the device and settle the rate and channel count it accepts."""
+        self._loop = asyncio.get_running_loop()
+        dev = find_device(self.device, self.KIND)
+        self.rate, self.channels = negotiate(
+            dev, self.KIND, rate=self.forced_rate, channels=self.forced_channels
+        )
+        self.device_name = dev.name
+        return dev
+
+    def _open(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
+        """Open and start ``factory`` (``sd.InputStream`` or ``sd.OutputStream``) on ``dev``
+        at the negotiated rate, start the watchdog, and return the running stream."""
+        from voicetui.audio.sd_loader import load_sounddevice
+
+        sd = load_sounddevice()
+        try:
+            stream = factory(
+                device=dev.index,
+                samplerate=self.rate,
+                channels=self.channels,  # a device that refuses mono: channel 0 is ours
+                dtype=dtype,
+                blocksize=max(1, round(self.rate * self.block_ms / 1000)),
+                latency=self.latency,
+                callback=callback,
+                finished_callback=self._finished,
+            )
+            self._stopping = False
+            self._failed = False
+            self._last_callback = time.monotonic()
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioError(
+                f"cannot open {self.KIND} device '{dev.name}' at {self.rate} Hz: {exc}",
+                AudioErrorCode.STREAM_ERROR,
+            ) from exc
+        self._stream = stream
+        self._watchdog = asyncio.create_task(self._watch(), name=f"voicetui-{self.KIND}-watchdog")
+        return stream
+
+    async def _close(self) -> None:
+        """Stop the watchdog, then abort and close the stream (idempotent)."""
+        self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                # abort: stop() would wait for PortAudio's queued buffers to drain
+                stream.abort()
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def _on_failed(self) -> None:
+        """Release what the subclass holds once the device is gone (runs before the user is
+        told)."""
+
+    # ------------------------------------------------------------------ failure detection
+    def _finished(self) -> None:
+        # PortAudio's thread: the stream ended without us asking
+        if not self._stopping and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(
+                    self._fail, f"the {self.KIND} stream stopped unexpectedly (device unplugged?)"
+                )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(_WATCHDOG_S)
+            if self._stream is None or self._stopping:
+                return
+            if time.monotonic() - self._last_callback > _STALL_S:
+                self._fail(
+                    f"the {self.KIND} device stopped responding (unplugged or sound server gone)"
+                )
+                return
+
+    def _fail(self, why: str) -> None:
+        if self._failed or self._stopping:
+            return
+        self._failed = True
+        self._on_failed()
+        name = self.device_name or "default"
+        err = AudioError(
+            f"{self.LABEL} '{name}' lost: {why}; pick another {self.KIND} device or"
+            " reconnect it and restart the session",
+            AudioErrorCode.DEVICE_LOST,
+        )
+        log.warning("%s", err.message)
+        if self._on_error is not None:
+            self._on_error(err)
