@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import io
 import json
 import math
@@ -69,6 +68,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from voicetui.testing.emulators.cli import (
+    add_common_arguments,
+    apply_common_arguments,
+    serve_forever,
+)
 from voicetui.testing.emulators.common import (
     RATE,
     EmulatorServer,
@@ -869,25 +873,13 @@ class MistralEmulator(EmulatorServer):
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator until interrupted (for manual runs and benchmarks)."""
     parser = argparse.ArgumentParser(prog="python -m voicetui.testing.emulators.mistral")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument(
-        "--pace", type=float, default=1.0, help="TTS audio pace: 1 real time, 0 unpaced"
-    )
+    add_common_arguments(parser, default_port=8765)
     parser.add_argument(
         "--transcript-delay", type=float, default=0.0, metavar="S", help="first STT result"
-    )
-    parser.add_argument("--token-delay", type=float, default=0.0, metavar="S", help="first token")
-    parser.add_argument(
-        "--token-interval", type=float, default=0.0, metavar="S", help="between reply words"
-    )
-    parser.add_argument(
-        "--audio-delay", type=float, default=0.0, metavar="S", help="first TTS audio"
     )
     parser.add_argument(
         "--tool-delay", type=float, default=0.0, metavar="S", help="web search duration"
     )
-    parser.add_argument("--reply", action="append", help="assistant reply (repeat per turn)")
-    parser.add_argument("--user-text", action="append", help="user transcript (repeat per turn)")
     parser.add_argument(
         "--speakers",
         nargs="+",
@@ -895,46 +887,18 @@ def main(argv: list[str] | None = None) -> int:
         help="diarized segments of every turn, e.g. speaker_1='Hi there.' speaker_2='Hello.'",
     )
     parser.add_argument("--tool", default=None, help="e.g. web_search: every reply searches first")
-    parser.add_argument("--strict", action="store_true", help="check every event against the SDK")
     args = parser.parse_args(argv)
 
     emu = MistralEmulator(port=args.port)
     if args.strict:
         emu.enable_strict().on_violation = lambda v: print(f"STRICT: {v}", file=sys.stderr)
-    emu.timing.audio_pace = args.pace
     emu.timing.first_transcript_delay_s = args.transcript_delay
-    emu.timing.first_token_delay_s = args.token_delay
-    emu.timing.token_interval_s = args.token_interval
-    emu.timing.first_audio_delay_s = args.audio_delay
     emu.tool_delay_s = args.tool_delay
-    users = args.user_text or [Turn().user_text]
-    replies = args.reply or [Turn().reply]
-    segments = (
-        [tuple(s.split("=", 1)) for s in args.speakers if "=" in s] if args.speakers else None
-    )
-    turns = []
-    for i in range(max(len(users), len(replies))):
-        turns.append(
-            Turn(
-                user_text=users[min(i, len(users) - 1)],
-                reply=replies[min(i, len(replies) - 1)],
-                segments=[(str(a), str(b)) for a, b in segments] if segments else None,
-                tool=args.tool,
-            )
-        )
-    emu.script = Script(turns=turns)
-
-    async def serve() -> None:
-        await emu.start()
-        print(f"mistral emulator on {emu.base_url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await emu.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0
+    segments = [
+        (speaker, text) for speaker, _, text in (s.partition("=") for s in args.speakers or [])
+    ]
+    apply_common_arguments(emu, args, segments=segments or None, tool=args.tool)
+    return serve_forever(emu, lambda: f"mistral emulator on {emu.base_url}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from voicetui.testing.emulators.cli import (
+    add_common_arguments,
+    apply_common_arguments,
+    serve_forever,
+)
 from voicetui.testing.emulators.common import (
     RATE,
     EmulatorServer,
@@ -1698,25 +1703,8 @@ class OpenAIEmulator(EmulatorServer):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m voicetui.testing.emulators.openai --port N``: serve until Ctrl+C."""
-    parser = argparse.ArgumentParser(description="OpenAI Realtime loopback emulator")
-    parser.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
-    parser.add_argument(
-        "--pace", type=float, default=1.0, help="audio pace (0 = unpaced, 1 = real time)"
-    )
-    parser.add_argument(
-        "--first-audio-delay", type=float, default=0.0, help="seconds to first audio delta"
-    )
-    parser.add_argument(
-        "--first-token-delay", type=float, default=0.0, help="seconds to first transcript delta"
-    )
-    parser.add_argument(
-        "--token-interval", type=float, default=0.0, help="seconds between transcript deltas"
-    )
-    parser.add_argument("--reply", default=None, help="the assistant's scripted reply")
-    parser.add_argument("--user-text", default=None, help="the scripted user transcript")
-    parser.add_argument(
-        "--strict", action="store_true", help="validate every frame against the SDK types"
-    )
+    parser = argparse.ArgumentParser(prog="python -m voicetui.testing.emulators.openai")
+    add_common_arguments(parser)
     parser.add_argument(
         "--session-max", type=float, default=3600.0, help="seconds until session_expired"
     )
@@ -1724,30 +1712,11 @@ def main(argv: list[str] | None = None) -> int:
 
     emu = OpenAIEmulator(port=args.port, strict=args.strict)
     emu.session_max_s = args.session_max
-    emu.timing.audio_pace = args.pace
-    emu.timing.first_audio_delay_s = args.first_audio_delay
-    emu.timing.first_token_delay_s = args.first_token_delay
-    emu.timing.token_interval_s = args.token_interval
-    turn = emu.script.turns[0]
-    if args.reply is not None:
-        turn.reply = args.reply
-    if args.user_text is not None:
-        turn.user_text = args.user_text
-
-    async def serve() -> None:
-        await emu.start()
-        print(
-            f"OpenAI emulator listening on {emu.base_url} (SDK base_url {emu.base_url}/v1)",
-            flush=True,
-        )
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await emu.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0
+    apply_common_arguments(emu, args)
+    return serve_forever(
+        emu,
+        lambda: f"OpenAI emulator listening on {emu.base_url} (SDK base_url {emu.base_url}/v1)",
+    )
 
 
 if __name__ == "__main__":
