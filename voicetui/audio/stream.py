@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from voicetui.audio.devices import DeviceInfo, find_device, negotiate
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.ports import ENGINE_RATE
+from voicetui.audio.sd_loader import load_sounddevice
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ class DeviceStream:
     def _open(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
         """Open and start ``factory`` (``sd.InputStream`` or ``sd.OutputStream``) on ``dev``
         at the negotiated rate, start the watchdog, and return the running stream."""
-        from voicetui.audio.sd_loader import load_sounddevice
-
         sd = load_sounddevice()
         try:
             stream = factory(
