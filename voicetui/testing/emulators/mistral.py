@@ -895,7 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     emu.timing.first_transcript_delay_s = args.transcript_delay
     emu.tool_delay_s = args.tool_delay
     segments = [
-        (speaker, text) for speaker, _, text in (s.partition("=") for s in args.speakers or [])
+        (speaker, text)
+        for speaker, eq, text in (s.partition("=") for s in args.speakers or [])
+        if eq  # SPEAKER=TEXT only
     ]
     apply_common_arguments(emu, args, segments=segments or None, tool=args.tool)
     return serve_forever(emu, lambda: f"mistral emulator on {emu.base_url}")
