@@ -260,6 +260,7 @@ class OpenAIRealtimeSession:
         # the conversation so far, for seeding a new socket: [role, key, text]
         self._history: list[list[str]] = []
         self._finalizer: asyncio.Task[None] | None = None
+        self._awaiting_final = asyncio.Event()  # a reply is generated but not yet final
         self._rollover: asyncio.Task[None] | None = None
         self._rolling_over = False
         self._expires_at: float | None = None  # epoch seconds, from session.created
@@ -564,6 +565,7 @@ class OpenAIRealtimeSession:
             if reply.response_id == response and not reply.generated:
                 reply.generated = True
                 reply.cancelled = True
+                self._awaiting_final.set()
                 self.ctx.emit(AssistantDone(turn_id=reply.item_id, status="incomplete"))
 
     async def _send(self, event: dict[str, Any], *, quiet: bool = False) -> None:
@@ -768,6 +770,7 @@ class OpenAIRealtimeSession:
             if reply.response_id == rid:
                 reply.generated = True
                 reply.cancelled = reply.cancelled or cancelled
+                self._awaiting_final.set()
                 turn_id = reply.item_id
                 samples += reply.received_samples
         if status == "failed":
@@ -933,16 +936,23 @@ class OpenAIRealtimeSession:
         self._remember("assistant", reply.item_id, text.strip())
 
     async def _finalize_loop(self) -> None:
-        """A reply's line is final once it has been generated *and* played out."""
+        """A reply's line is final once it has been generated *and* played out. Polls the
+        playback only while a generated reply waits for its audio to finish (idle: asleep)."""
         while True:
+            await self._awaiting_final.wait()
             await asyncio.sleep(FINALIZE_POLL_S)
             active = self.ctx.playback.is_active()
+            waiting = False
             for reply in list(self._replies.values()):
                 if reply.finalized or not reply.generated:
                     continue
                 played = self._played_ms(reply)
                 if not active or played >= reply.received_ms:
                     self._finalize(reply, interrupted=reply.cancelled, played_ms=played)
+                else:
+                    waiting = True
+            if not waiting:
+                self._awaiting_final.clear()
 
     def _remember(self, role: str, key: str, text: str) -> None:
         for entry in self._history:
