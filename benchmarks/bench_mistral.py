@@ -33,9 +33,7 @@ import base64
 import contextlib
 import itertools
 import logging
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -295,7 +293,7 @@ def waterfall(title: str, marks: dict[str, float], width: int = 48) -> str:
 def emulator(args: argparse.Namespace) -> Iterator[str]:
     """The emulator in its own process (like a remote service: it never competes with the
     client for the GIL), or in a thread of this one (``--emulator thread``)."""
-    from voicetui.testing.emulators.common import Script, Turn, free_port
+    from voicetui.testing.emulators.common import Script, Turn
 
     if args.emulator == "thread":
         from voicetui.testing.emulators.mistral import MistralEmulator
@@ -315,28 +313,16 @@ def emulator(args: argparse.Namespace) -> Iterator[str]:
         finally:
             emu.stop_thread()
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicetui.testing.emulators.mistral", "--port", str(port),
-         "--pace", str(args.pace), "--transcript-delay", str(args.transcript_delay),
-         "--token-delay", str(args.token_delay), "--token-interval", str(args.token_interval),
-         "--audio-delay", str(args.audio_delay), "--user-text", USER, "--reply", REPLY,
-         *(["--tool", "web_search", "--tool-delay", str(args.tool_delay)]
-           if args.tool_delay > 0 else [])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        banner = proc.stdout.readline()
-        if "mistral emulator on" not in banner:
-            raise RuntimeError(f"the emulator did not start: {banner}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    from voicetui.testing.emulators.cli import emulator_process
+
+    with emulator_process(
+        "mistral", "--pace", str(args.pace), "--transcript-delay", str(args.transcript_delay),
+        "--token-delay", str(args.token_delay), "--token-interval", str(args.token_interval),
+        "--audio-delay", str(args.audio_delay), "--user-text", USER, "--reply", REPLY,
+        *(["--tool", "web_search", "--tool-delay", str(args.tool_delay)]
+          if args.tool_delay > 0 else []),
+    ) as url:  # fmt: skip
+        yield url
 
 
 async def bench(args: argparse.Namespace) -> int:

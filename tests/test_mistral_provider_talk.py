@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ import pytest
 
 from voicetui import paths
 from voicetui.audio.wav import read_wav_mono, write_wav_pcm16
-from voicetui.testing.emulators.common import free_port, speech_like_pcm
+from voicetui.testing.emulators.cli import emulator_process as start_emulator
+from voicetui.testing.emulators.common import speech_like_pcm
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,24 +30,11 @@ SEED_LINE = re.compile(r"^\[\d+\.\ds -> \d+\.\ds\] speaker_\d+: .+")
 @pytest.fixture
 def emulator_process() -> Iterator[str]:
     """``python -m voicetui.testing.emulators.mistral`` with two diarized speakers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [PY, "-m", "voicetui.testing.emulators.mistral", "--port", str(port), "--pace", "0",
-         "--user-text", USER, "--reply", REPLY,
-         "--speakers", "speaker_1=Hello there,", "speaker_2=how are you?"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    banner = proc.stdout.readline()
-    assert "mistral emulator on" in banner, banner
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with start_emulator(
+        "mistral", "--pace", "0", "--user-text", USER, "--reply", REPLY,
+        "--speakers", "speaker_1=Hello there,", "speaker_2=how are you?",
+    ) as url:  # fmt: skip
+        yield url
 
 
 def write_config(base_url: str) -> Path:

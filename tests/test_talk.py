@@ -17,7 +17,8 @@ import pytest
 
 from voicetui import paths
 from voicetui.audio.wav import read_wav_mono, write_wav_pcm16
-from voicetui.testing.emulators.common import Turn, free_port, speech_like_pcm
+from voicetui.testing.emulators.cli import emulator_process as start_emulator
+from voicetui.testing.emulators.common import Turn, speech_like_pcm
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,23 +58,11 @@ def env(**extra: str) -> dict[str, str]:
 @pytest.fixture
 def emulator_process() -> Iterator[str]:
     """The emulator started by hand: ``python -m voicetui.testing.emulators.openai``."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [PY, "-m", "voicetui.testing.emulators.openai", "--port", str(port), "--pace", "0",
-         "--user-text", "What is the weather like?", "--reply", "Sunny and warm all day."],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    banner = proc.stdout.readline()
-    assert "listening on" in banner, banner
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with start_emulator(
+        "openai", "--pace", "0",
+        "--user-text", "What is the weather like?", "--reply", "Sunny and warm all day.",
+    ) as url:  # fmt: skip
+        yield url
 
 
 def test_talk_from_the_command_line(emulator_process: str, tmp_path: Path) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Callable
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 
-from voicetui.testing.emulators.common import EmulatorServer, Script, Turn
+from voicetui.testing.emulators.common import EmulatorServer, Script, Turn, free_port
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_port: int = 0) -> None:
@@ -91,3 +94,28 @@ def serve_forever(emu: EmulatorServer, banner: Callable[[], str]) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0
+
+
+@contextlib.contextmanager
+def emulator_process(provider: str, *args: str) -> Iterator[str]:
+    """``python -m voicetui.testing.emulators.<provider> --port N ARGS…`` in a child process,
+    as a user starts it by hand; yields its base URL once it serves, stops it with SIGINT."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"voicetui.testing.emulators.{provider}", "--port", str(port),
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()  # the banner names the URL once the port is bound
+        if f"127.0.0.1:{port}" not in banner:
+            raise RuntimeError(f"the {provider} emulator did not start: {banner.strip()!r}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
