@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,46 @@ def _assert_faithful(emulator: Any) -> None:
         *getattr(emulator, "internal_errors", []),
     ]
     assert not problems, f"emulator fidelity problems: {problems[:5]}"
+
+
+LiveExchange = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def live_exchange(audio_sandbox: Path) -> LiveExchange:
+    """``await live_exchange(engine, events, output, speech_wav, recording_wav, done=Done)``: once
+    the engine listens, record the virtual speaker, speak ``speech_wav`` into the virtual
+    microphone, wait for a ``Done`` event and for the reply to play out, then end the engine.
+    Run it beside ``engine.run()``."""
+    from voicetui.audio.ports import ENGINE_RATE
+    from voicetui.engine.events import State
+
+    async def exchange(
+        engine: Any, events: list[Any], output: Any, speech: Path, recording: Path, *, done: type
+    ) -> None:
+        try:
+            for _ in range(2000):
+                if engine.state == State.LISTENING:
+                    break
+                await asyncio.sleep(0.01)
+            rec = await asyncio.create_subprocess_exec(
+                "parecord", "--latency-msec=50", "--device=vspeaker.monitor",
+                f"--rate={ENGINE_RATE}", "--channels=1", "--format=s16le",
+                "--file-format=wav", str(recording),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(0.3)
+            play = await asyncio.create_subprocess_exec("paplay", "--device=vmic_feed", str(speech))
+            await play.wait()
+            for _ in range(300):  # until the reply has been generated...
+                if any(isinstance(e, done) for e in events):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.wait_for(output.wait_idle(), 10)  # ...and has played out
+            await asyncio.sleep(0.3)
+            rec.send_signal(signal.SIGINT)
+            await asyncio.wait_for(rec.wait(), 5)
+        finally:
+            await engine.end()
+
+    return exchange

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +18,6 @@ from voicetui.engine.events import (
     AssistantTextFinal,
     ErrorEvent,
     Event,
-    State,
     UserSpeechStarted,
     UserTranscript,
 )
@@ -37,7 +36,7 @@ def run_quiet(args: list[str]) -> None:
 
 
 async def test_live_devices_server_vad_turn(
-    openai_emulator: OpenAIEmulator, audio_sandbox: Path, tmp_path: Path
+    openai_emulator: OpenAIEmulator, audio_sandbox: Path, live_exchange: Any, tmp_path: Path
 ) -> None:
     emu = openai_emulator
     emu.script.turns = [Turn(user_text="Hello there.", reply="Hello, I hear you fine.")]
@@ -59,34 +58,8 @@ async def test_live_devices_server_vad_turn(
     events: list[Event] = []
     engine.subscribe(events.append)
     recording = tmp_path / "speaker.wav"
-
-    async def drive() -> None:
-        try:
-            for _ in range(2000):
-                if engine.state == State.LISTENING:
-                    break
-                await asyncio.sleep(0.01)
-            rec = await asyncio.create_subprocess_exec(
-                "parecord", "--latency-msec=50", "--device=vspeaker.monitor",
-                f"--rate={ENGINE_RATE}", "--channels=1", "--format=s16le",
-                "--file-format=wav", str(recording),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            await asyncio.sleep(0.3)
-            # the user speaks into the virtual microphone
-            play = await asyncio.create_subprocess_exec("paplay", "--device=vmic_feed", str(speech))
-            await play.wait()
-            for _ in range(300):  # until the reply has played out
-                if any(isinstance(e, AssistantTextFinal) for e in events):
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            rec.send_signal(signal.SIGINT)
-            await asyncio.wait_for(rec.wait(), 5)
-        finally:
-            await engine.end()
-
-    task = asyncio.create_task(drive())
+    exchange = live_exchange(engine, events, rig.output, speech, recording, done=AssistantTextFinal)
+    task = asyncio.create_task(exchange)
     ended = await engine.run()
     await task
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +19,6 @@ from voicetui.engine.events import (
     AssistantTextFinal,
     ErrorEvent,
     Event,
-    State,
     UserSpeechStarted,
     UserTranscript,
 )
@@ -38,7 +37,7 @@ def run_quiet(args: list[str]) -> None:
 
 
 async def test_mistral_live_devices_server_vad_turn(
-    mistral_emulator: MistralEmulator, audio_sandbox: Path, tmp_path: Path
+    mistral_emulator: MistralEmulator, audio_sandbox: Path, live_exchange: Any, tmp_path: Path
 ) -> None:
     emu = mistral_emulator
     emu.script.turns = [Turn(user_text="Hello there.", reply="Hello, I hear you fine.")]
@@ -59,35 +58,8 @@ async def test_mistral_live_devices_server_vad_turn(
     events: list[Event] = []
     engine.subscribe(events.append)
     recording = tmp_path / "speaker.wav"
-
-    async def drive() -> None:
-        try:
-            for _ in range(2000):
-                if engine.state == State.LISTENING:
-                    break
-                await asyncio.sleep(0.01)
-            rec = await asyncio.create_subprocess_exec(
-                "parecord", "--latency-msec=50", "--device=vspeaker.monitor",
-                f"--rate={ENGINE_RATE}", "--channels=1", "--format=s16le",
-                "--file-format=wav", str(recording),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            await asyncio.sleep(0.3)
-            # the user speaks into the virtual microphone
-            play = await asyncio.create_subprocess_exec("paplay", "--device=vmic_feed", str(speech))
-            await play.wait()
-            for _ in range(300):  # until the reply has been generated...
-                if any(isinstance(e, AssistantDone) for e in events):
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.wait_for(rig.output.wait_idle(), 10)  # ...and has played out
-            await asyncio.sleep(0.3)
-            rec.send_signal(signal.SIGINT)
-            await asyncio.wait_for(rec.wait(), 5)
-        finally:
-            await engine.end()
-
-    task = asyncio.create_task(drive())
+    exchange = live_exchange(engine, events, rig.output, speech, recording, done=AssistantDone)
+    task = asyncio.create_task(exchange)
     ended = await engine.run()
     await task
 
