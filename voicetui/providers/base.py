@@ -110,6 +110,12 @@ class Provider(Protocol):
 
     def create_session(self, ctx: SessionContext) -> ProviderSession: ...
 
+    def preload(self) -> None:
+        """Import what connecting needs (the SDK takes about a second). Blocking: the app
+        calls it from a thread so the first connect does not stall its event loop. A
+        missing SDK is not an error here: connecting reports it in one line."""
+        ...
+
     async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
         """Voices for the settings picker (from the service when it has a list)."""
         ...
@@ -121,6 +127,15 @@ PROVIDER_MODULES: dict[str, str] = {
     "ai-voice-conv.openai": "voicetui.providers.openai_realtime",
     "ai-voice-conv.mistral": "voicetui.providers.mistral",
 }
+
+
+def import_quietly(*modules: str) -> None:
+    """Import ``modules`` in order, stopping quietly at the first that is missing."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return
 
 
 def get_provider(spec_key: str) -> Provider:

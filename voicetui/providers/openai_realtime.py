@@ -56,6 +56,7 @@ from voicetui.providers.base import (
     ProviderSettings,
     SessionContext,
     Voice,
+    import_quietly,
 )
 
 if TYPE_CHECKING:
@@ -989,6 +990,10 @@ class OpenAIRealtimeProvider:
 
     def create_session(self, ctx: SessionContext) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(ctx, self)
+
+    def preload(self) -> None:
+        """Import the SDK and its realtime client (see :meth:`Provider.preload`)."""
+        import_quietly("openai", "openai.resources.realtime.realtime")
 
     async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
         """The built-in voices (the Realtime API has no voice listing)."""

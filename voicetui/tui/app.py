@@ -11,7 +11,6 @@ to do: the app itself never dies on a provider, device or keyring error.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import sys
@@ -352,8 +351,9 @@ class VoiceTuiApp(App[int]):
         # SDK imports, keyring reads and device checks can take a while: build the engine
         # (which starts nothing) in a thread; it runs on this loop afterwards.
         from voicetui.engine.factory import build_engine
+        from voicetui.providers.base import get_provider
 
-        await asyncio.to_thread(_preload_sdk, provider_key)
+        await asyncio.to_thread(lambda: get_provider(provider_key).preload())
         return await asyncio.to_thread(
             build_engine,
             self.config,
@@ -481,22 +481,6 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line for the user (its message, else its type)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# The SDK each provider imports when it connects. Importing it takes about a second; done
-# here, in a thread, it does not freeze the UI's loop when the provider connects.
-SDK_MODULES: dict[str, tuple[str, ...]] = {
-    "ai-voice-conv.openai": ("openai", "openai.resources.realtime.realtime"),
-    "ai-voice-conv.mistral": ("mistralai.client",),
-}
-
-
-def _preload_sdk(spec_key: str) -> None:
-    for name in SDK_MODULES.get(spec_key, ()):
-        try:
-            importlib.import_module(name)
-        except ImportError:  # the provider reports a missing SDK itself, in one line
-            return
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from voicetui.providers.base import ProviderSettings, SessionContext, Voice
+from voicetui.providers.base import ProviderSettings, SessionContext, Voice, import_quietly
 from voicetui.providers.mistral.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ class MistralProvider:
         from voicetui.providers.mistral.session import MistralSession
 
         return MistralSession(ctx)
+
+    def preload(self) -> None:
+        """Import the SDK and the cascade (see :meth:`Provider.preload`)."""
+        import_quietly("mistralai.client", "voicetui.providers.mistral.session")
 
     async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
         """All voices from ``GET /v2/audio/voices``, following the cursor."""
