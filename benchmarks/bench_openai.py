@@ -93,7 +93,7 @@ async def run_ours(
     from voicetui.engine.events import AssistantTextFinal, Event, TurnLatency
     from voicetui.engine.session import ConversationEngine
     from voicetui.providers.base import ProviderSettings
-    from voicetui.providers.openai_realtime import OpenAIRealtimeProvider
+    from voicetui.providers.openai.realtime import OpenAIRealtimeProvider
 
     silence = tmp / "silence.wav"
     write_wav_pcm16(silence, np.zeros(SR * (turns * 3 + 10), np.int16))

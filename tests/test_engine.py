@@ -34,7 +34,7 @@ from voicetui.engine.transcript import (
 )
 from voicetui.engine.usage import UsageStore, UsageTotals
 from voicetui.providers.base import ProviderSettings
-from voicetui.providers.openai_realtime import OpenAIRealtimeProvider, session_config
+from voicetui.providers.openai.realtime import OpenAIRealtimeProvider, session_config
 from voicetui.testing.emulators.openai import OpenAIEmulator
 
 SPEC = "ai-voice-conv.openai"

@@ -24,7 +24,7 @@ from voicetui.engine.events import (
 from voicetui.engine.session import ConversationEngine
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.providers.base import ProviderSettings
-from voicetui.providers.openai_realtime import OpenAIRealtimeProvider
+from voicetui.providers.openai.realtime import OpenAIRealtimeProvider
 from voicetui.testing.emulators.common import Turn, speech_like_pcm
 from voicetui.testing.emulators.openai import OpenAIEmulator
 

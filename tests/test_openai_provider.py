@@ -42,7 +42,7 @@ from voicetui.engine.talk import Printer
 from voicetui.engine.transcript import TranscriptStore, conversation_lines, read_jsonl
 from voicetui.engine.usage import UsageStore
 from voicetui.providers.base import ProviderSettings
-from voicetui.providers.openai_realtime import OpenAIRealtimeProvider, heard_text
+from voicetui.providers.openai.realtime import OpenAIRealtimeProvider, heard_text
 from voicetui.testing.emulators import openai as emulator_module
 from voicetui.testing.emulators.common import Turn, speech_like_pcm
 from voicetui.testing.emulators.openai import OpenAIEmulator

@@ -124,7 +124,7 @@ class Provider(Protocol):
 # spec key -> module exposing ``PROVIDER: Provider``; imported lazily so that a subcommand
 # touching one provider never imports the other's SDK.
 PROVIDER_MODULES: dict[str, str] = {
-    "ai-voice-conv.openai": "voicetui.providers.openai_realtime",
+    "ai-voice-conv.openai": "voicetui.providers.openai",
     "ai-voice-conv.mistral": "voicetui.providers.mistral",
 }
 

@@ -1000,6 +1000,4 @@ class OpenAIRealtimeProvider:
         return [Voice(id=v, name=v.capitalize(), languages=("multilingual",)) for v in VOICES]
 
 
-PROVIDER = OpenAIRealtimeProvider()
-
-__all__ = ["PROVIDER", "OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
+__all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
