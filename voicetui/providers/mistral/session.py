@@ -687,6 +687,14 @@ class MistralSession:
 
         chunker = TextChunker()
         status: Literal["completed", "failed"] = "completed"
+        finished = False  # the stream said the response is done
+
+        def add_text(delta: str) -> None:
+            reply.text += delta
+            self.ctx.replies.show(reply.line, delta)
+            for piece in chunker.feed(delta):
+                say(piece)
+
         try:
             try:
                 reply.marks["agent request"] = time.monotonic()
@@ -704,10 +712,7 @@ class MistralSession:
                                 continue
                             if not reply.text:
                                 reply.marks["first token"] = time.monotonic()
-                            reply.text += delta
-                            self.ctx.replies.show(reply.line, delta)
-                            for piece in chunker.feed(delta):
-                                say(piece)
+                            add_text(delta)
                         elif isinstance(data, models.ResponseStartedEvent):
                             self.conversation_id = data.conversation_id
                         elif isinstance(data, models.ToolExecutionStartedEvent):
@@ -715,6 +720,7 @@ class MistralSession:
                         elif isinstance(data, models.ToolExecutionDoneEvent):
                             self._emit(_tool_activity(reply.id, data.name, "done"))
                         elif isinstance(data, models.ResponseDoneEvent):
+                            finished = True
                             usage = data.usage
                             self._emit(
                                 Usage(
@@ -736,13 +742,26 @@ class MistralSession:
                 raise
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the stream broke mid-reply: speak what we have
+            except Exception as exc:  # the stream broke mid-reply (a drop, a malformed frame)
                 err = classify(exc, what="receiving the reply")
                 if err.code == "key_rejected":
                     raise err from exc
                 self.log.warning("agent stream broke: %s", err)
-                self._emit(ErrorEvent(message=f"the reply was cut off: {err}", code=err.code))
-                status = "failed"
+                rest = await self._rest_of_reply(reply.text)
+                if rest is None:
+                    self._emit(ErrorEvent(message=f"the reply was cut off: {err}", code=err.code))
+                    status = "failed"
+                else:
+                    add_text(rest)
+            else:
+                if not finished:  # the stream ended early without saying the reply is done
+                    self.log.warning("agent stream ended before the reply was done")
+                    rest = await self._rest_of_reply(reply.text)
+                    if rest is None:
+                        self._emit(ErrorEvent(message="the reply was cut off", code="protocol"))
+                        status = "failed"
+                    else:
+                        add_text(rest)
             rest = chunker.flush()
             if rest:
                 say(rest)
@@ -772,6 +791,41 @@ class MistralSession:
             self.ctx.replies.lost(reply.line, str(err))
         finally:
             reply.generating = False
+
+    async def _rest_of_reply(self, received: str) -> str | None:
+        """The part of the reply a broken stream did not deliver, from the conversation the
+        service keeps (``GET /v1/conversations/{id}/messages``); ``None`` if unavailable."""
+        cid = self.conversation_id
+        if cid is None:
+            return None
+        client = self._client
+
+        async def op() -> Any:
+            return await client.beta.conversations.get_messages_async(
+                conversation_id=cid, timeout_ms=15_000
+            )
+
+        try:
+            found = await call_with_retries(
+                op, what="fetching the rest of the reply", policy=self.policy, log=self.log
+            )
+        except ProviderError as err:
+            self.log.warning("could not fetch the rest of the reply: %s", err)
+            return None
+        for entry in reversed(list(getattr(found, "messages", None) or [])):
+            if getattr(entry, "role", None) != "assistant":
+                continue
+            content = entry.content
+            full = (
+                content
+                if isinstance(content, str)
+                else "".join(_text_of(chunk) for chunk in content or [])
+            )
+            if full.startswith(received):
+                self.log.info("fetched the rest of the reply from the conversation")
+                return full[len(received) :]
+            return None
+        return None
 
     async def _interrupt_reply(self, by: Literal["barge_in", "user_key"]) -> bool:
         """Ask the engine's ledger to cut the reply (it calls :meth:`cancel` back)."""

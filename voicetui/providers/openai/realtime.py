@@ -242,8 +242,21 @@ class OpenAIRealtimeSession:
     # --- ProviderSession ------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the socket, configure the session and wait until the server applied it."""
-        await self._open(seed=False)
+        """Open the socket, configure the session and wait until the server applied it.
+        A busy service (429, 5xx) is tried again with the reconnect backoff."""
+        attempts = self._provider.max_reconnect_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._open(seed=False)
+                break
+            except ProviderError as exc:
+                if exc.code not in ("rate_limited", "server") or attempt == attempts:
+                    raise
+                delay = self._backoff(attempt)
+                self.log.warning(
+                    "connect attempt %d failed (%s); again in %.1f s", attempt, exc, delay
+                )
+                await asyncio.sleep(delay)
         self._watch_expiry()
 
     async def run(self) -> None:
@@ -490,12 +503,10 @@ class OpenAIRealtimeSession:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.close(), 1.0)
         self._abandon_inflight()
-        base = self._provider.reconnect_base_delay_s
         attempts = self._provider.max_reconnect_attempts
         last = reason
         for attempt in range(1, attempts + 1):
-            delay = 0.0 if now and attempt == 1 else min(base * 2 ** (attempt - 1), base * 4)
-            delay *= 1.0 + random.uniform(0.0, 0.25) if delay else 1.0
+            delay = 0.0 if now and attempt == 1 else self._backoff(attempt)
             self.ctx.emit(Reconnecting(attempt=attempt, delay_s=delay, reason=last))
             await asyncio.sleep(delay)
             if self._closing:
@@ -518,6 +529,12 @@ class OpenAIRealtimeSession:
             f"lost the connection to OpenAI and could not reconnect ({last})",
             code="network",
         )
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential from the base, capped at 4x, with up to 25 % jitter."""
+        base = self._provider.reconnect_base_delay_s
+        delay: float = min(base * 2 ** (attempt - 1), base * 4) * (1.0 + random.uniform(0.0, 0.25))
+        return delay
 
     def _watch_expiry(self) -> None:
         """Renew the session shortly before the service's cap (``expires_at``), at a quiet
