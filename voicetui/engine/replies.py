@@ -186,8 +186,13 @@ class ReplyLedger:
         reply.samples += n
         self._emit(AssistantAudio(turn_id=reply.id, samples=n))
 
-    def piece_done(self, reply: Reply) -> None:
-        """The oldest open piece's audio is complete (the TTS confirmed it)."""
+    def piece_done(self, reply: Reply, *, every: bool = False) -> None:
+        """The oldest open piece's audio is complete (the TTS confirmed it); ``every``: the
+        audio of all pieces so far is complete (one confirmation for them all), so they
+        share it by length."""
+        if every:
+            self._close_pieces(reply)
+            return
         for piece in reply.pieces:
             if piece.end is None:
                 piece.start = (
@@ -275,23 +280,31 @@ class ReplyLedger:
         """Where each piece's audio is (or, for text still ahead of its audio, will be)."""
         layout: list[tuple[str, int, int]] = []
         pieces = reply.pieces
-        prev_end = 0
-        for i, piece in enumerate(pieces):
-            start = (
-                max(piece.start, prev_end)
-                if piece.own_audio and piece.end is None
-                else (piece.start)
-            )
-            end = piece.end
-            if end is None and i + 1 < len(pieces) and not pieces[i + 1].own_audio:
-                end = pieces[i + 1].start  # the next piece's audio starts where this one ends
-            if end is None:
-                # still open, its text ahead of its audio: it lasts at least what arrived, or
-                # what the speaking rate says this much text takes
-                arrived = reply.samples - start
-                end = start + max(arrived, int(len(piece.text) * self._samples_per_char))
-            layout.append((piece.text, start, end))
-            prev_end = end
+        i = 0
+        while i < len(pieces):
+            piece = pieces[i]
+            if piece.end is not None:
+                layout.append((piece.text, piece.start, piece.end))
+                i += 1
+                continue
+            if not piece.own_audio and i + 1 < len(pieces) and not pieces[i + 1].own_audio:
+                # the next piece's audio starts where this one's ends
+                layout.append((piece.text, piece.start, pieces[i + 1].start))
+                i += 1
+                continue
+            # the open pieces from here on share the audio that has arrived since the last
+            # closed one; when their text is ahead of it, they last what the speaking rate
+            # says that much text takes
+            group = pieces[i:]
+            start = max(piece.start, reply.closed_until) if piece.own_audio else piece.start
+            chars = [max(len(p.text), 1) for p in group]
+            arrived = reply.samples - start
+            span = max(arrived, int(sum(chars) * self._samples_per_char))
+            pos = float(start)
+            for p, n in zip(group, chars, strict=True):
+                layout.append((p.text, int(pos), int(pos + span * n / sum(chars))))
+                pos += span * n / sum(chars)
+            break
         return layout
 
     async def cut(self, by: CutBy) -> Reply | None:

@@ -677,7 +677,7 @@ class MistralSession:
             log=self.log,
             warm=self._take_warm(),
             on_realtime_unavailable=self._realtime_tts_unavailable,
-            on_piece_done=lambda: self.ctx.replies.piece_done(reply.line),
+            on_piece_done=lambda every: self.ctx.replies.piece_done(reply.line, every=every),
         )
         reply.speech = speech
 

@@ -133,7 +133,7 @@ class SpeechPipeline:
         log: logging.Logger,
         warm: WarmSocket | None = None,
         on_realtime_unavailable: Callable[[str], None] | None = None,
-        on_piece_done: Callable[[], None] | None = None,
+        on_piece_done: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
         self._on_piece_done = on_piece_done
@@ -373,7 +373,10 @@ class SpeechPipeline:
         # Services may send one `done` per flushed piece or a single one after `end`; both
         # count as "everything before it is complete" for the oldest unconfirmed piece, and
         # a `done` after `end` followed by a close or silence ends the reply.
-        self._set_confirmed(min(self._confirmed + 1, len(self._pieces)))
+        if self._end_sent:  # one `done` after `end`: it covers every piece at once
+            self._set_confirmed(len(self._pieces), together=True)
+        else:
+            self._set_confirmed(min(self._confirmed + 1, len(self._pieces)))
         self._samples_since_confirmed = 0
         self._done_after_end = self._done_after_end or self._end_sent
 
@@ -381,13 +384,19 @@ class SpeechPipeline:
         self._set_confirmed(len(self._pieces))
         self._samples_since_confirmed = 0
 
-    def _set_confirmed(self, n: int) -> None:
-        """Pieces up to ``n`` have all their audio: tell the owner, piece by piece (the
-        reply ledger aligns each piece's text to its audio with this)."""
+    def _set_confirmed(self, n: int, *, together: bool = False) -> None:
+        """Pieces up to ``n`` have all their audio: tell the owner (the reply ledger aligns
+        each piece's text to its audio with this), piece by piece, or ``together`` when one
+        confirmation covered several pieces."""
+        if together and n - self._confirmed > 1:
+            self._confirmed = n
+            if self._on_piece_done is not None:
+                self._on_piece_done(True)
+            return
         while self._confirmed < n:
             self._confirmed += 1
             if self._on_piece_done is not None:
-                self._on_piece_done()
+                self._on_piece_done(False)
 
     async def _rest_catch_up(self) -> None:
         """Speak every unconfirmed piece over REST, in order, skipping audio already heard."""
