@@ -287,16 +287,12 @@ class ReplyLedger:
                 layout.append((piece.text, piece.start, piece.end))
                 i += 1
                 continue
-            if not piece.own_audio and i + 1 < len(pieces) and not pieces[i + 1].own_audio:
-                # the next piece's audio starts where this one's ends
-                layout.append((piece.text, piece.start, pieces[i + 1].start))
-                i += 1
-                continue
-            # the open pieces from here on share the audio that has arrived since the last
-            # closed one; when their text is ahead of it, they last what the speaking rate
-            # says that much text takes
+            # The open pieces from here on share the audio that has arrived since the last
+            # closed one, by length; when their text is ahead of it, they last what the
+            # speaking rate says that much text takes. (Where a transcript delta arrived
+            # between audio chunks says nothing: text runs ahead of audio at its own pace.)
             group = pieces[i:]
-            start = max(piece.start, reply.closed_until) if piece.own_audio else piece.start
+            start = reply.closed_until
             chars = [max(len(p.text), 1) for p in group]
             arrived = reply.samples - start
             span = max(arrived, int(sum(chars) * self._samples_per_char))
