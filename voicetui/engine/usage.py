@@ -5,9 +5,9 @@ advisory lock, so the app and ``voicetui usage`` can read it at any time and two
 adding at once never lose a count. Layout::
 
     {"version": 1,
-     "days": {"ai-voice-conv.openai": {"2026-11-22": {"input_tokens": 0, ...}}},
-     "rate_limits": {"ai-voice-conv.openai": {"tokens": {"limit": ..., "remaining": ...,
-                                                          "reset_seconds": ...}}}}
+     "days": {"<spec key>": {"2026-11-22": {"input_tokens": 0, ...}}},
+     "rate_limits": {"<spec key>": {"tokens": {"limit": ..., "remaining": ...,
+                                               "reset_seconds": ...}}}}
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,18 +54,31 @@ from voicetui.engine.events import (
 )
 from voicetui.providers.base import (
     ProviderError,
+    ProviderOption,
     ProviderSettings,
     SessionContext,
     Voice,
     import_quietly,
 )
+from voicetui.specs.model import SpecSource
+from voicetui.specs.openai import SOURCE
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-SPEC_KEY = "ai-voice-conv.openai"
+SPEC_KEY = SOURCE.spec.key
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+
+OPTIONS: dict[str, ProviderOption] = {
+    # DIARIZE_MODEL adds speaker labels to the user's lines.
+    "transcriptionModel": ProviderOption(
+        DEFAULT_TRANSCRIPTION_MODEL, {"type": "string", "minLength": 1}
+    ),
+    "vadThreshold": ProviderOption(0.5, {"type": "number", "minimum": 0, "maximum": 1}),
+    "silenceDurationMs": ProviderOption(500, {"type": "integer", "minimum": 0, "maximum": 10000}),
+    "prefixPaddingMs": ProviderOption(300, {"type": "integer", "minimum": 0, "maximum": 10000}),
+}
 MIN_COMMIT_SAMPLES = ENGINE_RATE // 10  # 100 ms
 SAMPLES_PER_MS = ENGINE_RATE // 1000
 FINALIZE_POLL_S = 0.02
@@ -974,6 +988,8 @@ class OpenAIRealtimeProvider:
     """The ``PROVIDER`` of this module. Reconnect timing is injectable (tests run fast)."""
 
     spec_key = SPEC_KEY
+    preference = 10
+    distributions = ("openai",)
 
     def __init__(
         self,
@@ -988,6 +1004,14 @@ class OpenAIRealtimeProvider:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
 
+    @property
+    def source(self) -> SpecSource:
+        return SOURCE
+
+    @property
+    def options(self) -> Mapping[str, ProviderOption]:
+        return OPTIONS
+
     def create_session(self, ctx: SessionContext) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(ctx, self)
 
@@ -998,6 +1022,12 @@ class OpenAIRealtimeProvider:
     async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
         """The built-in voices (the Realtime API has no voice listing)."""
         return [Voice(id=v, name=v.capitalize(), languages=("multilingual",)) for v in VOICES]
+
+    async def probe(self, base_url: str, api_key: str, timeout_ms: int) -> str:
+        """List models (``GET /v1/models``) with the configured key, SDK retries off."""
+        from voicetui.providers.openai.probe import list_models
+
+        return await list_models(base_url, api_key, timeout_ms, SOURCE.alias)
 
 
 __all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
