@@ -91,6 +91,10 @@ def default_provider_key() -> str:
 
 
 def reset() -> None:
-    """Forget what was discovered (after installing a provider at run time; tests)."""
+    """Forget what was discovered, and the spec registry built from it (after installing a
+    provider at run time; tests)."""
+    from voicetui.specs.registry import registry
+
     _entry_points.cache_clear()
     load_provider.cache_clear()
+    registry.cache_clear()
