@@ -165,8 +165,11 @@ def test_talk_with_a_wav(tonebot: dict[str, str], tmp_path: Path) -> None:
     events = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
     started = next(e for e in events if e["type"] == "SessionStarted")
     assert started["provider"] == KEY
-    finals = [e["text"] for e in events if e["type"] in ("UserTranscript", "AssistantTextFinal")]
-    assert finals == [f"[{seconds:.1f} s of audio]", "Tones all the way down."]
+    finals = [e for e in events if e["type"] in ("UserTranscript", "AssistantTextFinal")]
+    assert [e["text"] for e in finals] == [f"[{seconds:.1f} s of audio]", "Tones all the way down."]
+    # turn ids from ctx.new_turn_id are scoped to the session
+    session = started["session_id"]
+    assert [e["turn_id"] for e in finals] == [f"{session}/u1", f"{session}/a2"]
 
 
 @pytest.mark.asyncio

@@ -270,7 +270,6 @@ class OpenAIRealtimeSession:
         self._segments: dict[str, int] = {}  # item -> segments emitted
         self._plain_final: set[str] = set()  # items with an unlabelled final already out
         self._ptt_turn: str | None = None
-        self._ptt_seq = 0
         self._turn_samples = 0
         # the conversation so far, for seeding a new socket: [role, key, text]
         self._history: list[list[str]] = []
@@ -358,15 +357,14 @@ class OpenAIRealtimeSession:
             await self._cut("barge_in", cancel=True)
         self._talking = True
         self._turn_audio = []
-        self._ptt_seq += 1
-        self._ptt_turn = f"ptt_{self._ptt_seq}"
+        self._ptt_turn = self.ctx.new_turn_id("ptt_")
         self._turn_samples = 0
         await self._send({"type": "input_audio_buffer.clear"})
         self.ctx.emit(UserSpeechStarted(turn_id=self._ptt_turn))
 
     async def end_user_turn(self) -> None:
         """Talk key up: commit (never under 100 ms) and ask for the reply."""
-        turn = self._ptt_turn or f"ptt_{self._ptt_seq}"
+        turn = self._ptt_turn or self.ctx.new_turn_id("ptt_")
         self._talking = False
         self.ctx.emit(UserSpeechStopped(turn_id=turn))
         if self._turn_samples < MIN_COMMIT_SAMPLES:
