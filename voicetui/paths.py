@@ -51,6 +51,12 @@ def transcripts_dir() -> Path:
     return _ensure(data_dir() / "transcripts")
 
 
+def transcripts_location() -> Path:
+    """Where transcripts live, without creating it (a read-only data dir must not crash
+    ``transcripts list``; the writer creates it when it first writes)."""
+    return platformdirs.user_data_path(APP) / "transcripts"
+
+
 def all_app_dirs() -> list[Path]:
     """Every directory the app may write to (tests grep them for leaked keys)."""
     return [
