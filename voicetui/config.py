@@ -518,4 +518,9 @@ def update_config(
 
 def _atomic_write(path: Path, data: bytes) -> None:
     # one helper for every file the app writes: follows a symlink, refuses a device/FIFO
-    fileio.atomic_write(path, data, 0o600)
+    try:
+        fileio.atomic_write(path, data, 0o600)
+    except fileio.UnsafePath as err:
+        raise ConfigError(str(err.strerror), path=path) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot save: {fileio.reason(err)}", path=path) from None

@@ -367,7 +367,14 @@ def cli_main(args: argparse.Namespace) -> int:
         text = store.export_markdown(session_id)
         out = getattr(args, "out", None)
         if out:
-            Path(out).write_text(text, encoding="utf-8")
+            try:
+                fileio.atomic_write(out, text.encode("utf-8"))
+            except fileio.UnsafePath as err:
+                print(f"voicetui: {err.strerror}", file=sys.stderr)
+                return 1
+            except OSError as err:
+                print(f"voicetui: cannot write {out}: {fileio.reason(err)}", file=sys.stderr)
+                return 1
             print(f"wrote {out}")
         else:
             sys.stdout.write(text)
