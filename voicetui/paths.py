@@ -34,6 +34,11 @@ def state_dir() -> Path:
     return _ensure(platformdirs.user_state_path(APP))
 
 
+def state_location() -> Path:
+    """The state dir, without creating it (reading needs no writable disk)."""
+    return platformdirs.user_state_path(APP)
+
+
 def data_dir() -> Path:
     """Transcripts (JSONL per session)."""
     return _ensure(platformdirs.user_data_path(APP))

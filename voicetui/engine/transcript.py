@@ -212,7 +212,7 @@ class TranscriptStore:
         """Stored session ids, oldest first (ids sort by time)."""
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and n[0] != ".")
 
@@ -343,7 +343,12 @@ def cli_main(args: argparse.Namespace) -> int:
     store = TranscriptStore()
     command = getattr(args, "transcripts_command", None) or "list"
     if command == "list":
-        sessions = store.sessions()
+        try:
+            sessions = store.sessions()
+        except OSError as err:
+            where = store.directory
+            print(f"voicetui: cannot read {where}: {fileio.reason(err)}", file=sys.stderr)
+            return 1
         if not sessions:
             print(f"no transcripts yet (they are kept in {store.directory})")
             return 0

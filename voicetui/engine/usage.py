@@ -78,8 +78,8 @@ class UsageStore:
 
     @property
     def path(self) -> Path:
-        directory = self._directory or paths.state_dir()
-        directory.mkdir(parents=True, exist_ok=True)
+        """The file (its directory is created by the first write, not by reading)."""
+        directory = self._directory or paths.state_location()
         return directory / FILENAME
 
     def add(self, event: Usage, *, day: str | None = None) -> None:
@@ -112,6 +112,7 @@ class UsageStore:
         if not pending and not limits:
             return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self._locked():
                 data = self._read_file()
                 _merge(data, pending, limits)
@@ -160,7 +161,10 @@ class UsageStore:
     def _read_file(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return {"version": 1}
+        except PermissionError as exc:
+            log.warning("usage file unreadable (%s)", exc)
             return {"version": 1}
         except (OSError, ValueError) as exc:
             # a damaged file must not stop a conversation: start over, keep the bad copy
