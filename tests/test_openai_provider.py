@@ -499,7 +499,8 @@ async def test_socket_drop_mid_reply_reconnects_with_one_continuous_transcript(
     # output item, item added, part added -> drop after a few reply deltas
     emu.faults.drop_after_events = 20
     emu.faults.drop_close_code = 1011
-    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 2.5, "And then", 0.3)
+    # room for the whole reply, asked again after the drop, before the user speaks again
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 4.5, "And then", 0.3)
     run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
     ended = await run.run()
 

@@ -20,15 +20,14 @@ import pytest
 import pytest_asyncio
 
 from voicetui.audio.factory import AudioOptions, open_audio
-from voicetui.audio.ports import ENGINE_RATE, DuplexPolicy
+from voicetui.audio.ports import DuplexPolicy
 from voicetui.audio.wav import read_wav_mono, write_wav_pcm16
 from voicetui.engine.events import AssistantAudio, AssistantTextFinal, Event, UserTranscript
 from voicetui.engine.session import ConversationEngine
 from voicetui.providers.base import Provider, ProviderSettings, TurnDetection
-from voicetui.testing.emulators.common import Script, Turn, speech_like_pcm
+from voicetui.testing.emulators.common import Script, Turn
 
 PROVIDERS = ["openai", "mistral"]
-
 
 
 @dataclass

@@ -382,6 +382,7 @@ class ConversationEngine:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         if self._store is not None:
+            self._store.on_failure = self._store_failed
             try:
                 self._store.open(self.session_id)
             except OSError as exc:
@@ -405,6 +406,7 @@ class ConversationEngine:
             state_dir=self._state_dir or Path("."),
             replies=self._replies,
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
+            session_id=self.session_id,
         )
         self._audio_out.set_on_played(self._replies.played)
         try:
@@ -651,6 +653,14 @@ class ConversationEngine:
         finally:
             self._dispatching = False
 
+    def _store_failed(self, message: str) -> None:
+        """The disk refused the transcript (called once, from the writer thread): say so."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            event = ErrorEvent(message=f"{message} — export it elsewhere", code="storage")
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._emit, event)
+
     def _record(self, event: Event) -> None:
         if self._store is not None:
             try:
@@ -788,4 +798,6 @@ class ConversationEngine:
         self._ended = ended
         if self._store is not None:
             self._store.close()
+            # run() returns once the transcript is on disk (the writer thread drains it)
+            await asyncio.to_thread(self._store.wait, CLOSE_TIMEOUT_S)
         return ended
