@@ -339,7 +339,10 @@ class ConversationEngine:
             return
         async with self._turn_lock:
             try:
-                await self._replies.cut("user_key")
+                if await self._replies.cut("user_key") is None and not hasattr(
+                    self._session, "cancel"
+                ):
+                    await self._session.interrupt()
             except ProviderError as exc:
                 self._provider_failed(exc, fatal=False)
 
@@ -412,7 +415,9 @@ class ConversationEngine:
         try:
             session = self._provider.create_session(ctx)
             self._session = session
-            self._replies.set_canceller(session.cancel)
+            # a provider that reports its replies through the ledger implements cancel();
+            # one that does not keeps its own interrupt() (the ledger then has nothing to cut)
+            self._replies.set_canceller(getattr(session, "cancel", None))
             if not await self._connect_unless_ended(session):
                 return await self._finish()
         except ProviderError as exc:
