@@ -9,18 +9,22 @@ so a check never outlives its timeout by more than the cancellation itself.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from voicetui import logs
 from voicetui.config import AppConfig
 from voicetui.keys import KeyringUnavailable, KeyStore
+from voicetui.providers.catalog import catalog_for
 from voicetui.specs.registry import registry
 
-Status = Literal["ok", "unauthorized", "rate_limited", "unreachable", "timeout", "no_key", "error"]
+Status = Literal[
+    "ok", "unauthorized", "rate_limited", "unreachable", "timeout", "no_key", "unavailable", "error"
+]
 STATUSES: tuple[Status, ...] = (
     "ok",
     "unauthorized",
@@ -28,8 +32,21 @@ STATUSES: tuple[Status, ...] = (
     "unreachable",
     "timeout",
     "no_key",
+    "unavailable",  # the key works, but a configured model or voice is not available to it
     "error",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What a probe saw: the account's model ids (aliases included), their announced
+    shutdown dates where the API gives them, and whether the configured voice exists
+    (``None``: the service has no voice lookup, judge by the catalogue)."""
+
+    ids: frozenset[str]
+    shutdown: dict[str, str]
+    voice_found: bool | None = None
+    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +122,9 @@ def _status_failure(code: int, headers: Any, body: Any, api_key: str, alias: str
     return _Failure("error", f"HTTP {code}" + (f": {msg}" if msg else ""))
 
 
-async def _probe_openai(base_url: str, api_key: str, timeout_ms: int, alias: str) -> str:
+async def _probe_openai(
+    base_url: str, api_key: str, timeout_ms: int, alias: str, voice: str
+) -> Listing:
     import openai
 
     try:
@@ -116,7 +135,10 @@ async def _probe_openai(base_url: str, api_key: str, timeout_ms: int, alias: str
             timeout=timeout_ms / 1000,
         ) as client:
             page = await client.models.list()
-            count = len(page.data)
+            shutdown = {
+                m.id: str(m.shutdown_date) for m in page.data if getattr(m, "shutdown_date", None)
+            }
+            listing = Listing(frozenset(m.id for m in page.data), shutdown, count=len(page.data))
     except openai.APITimeoutError:
         raise _Failure("timeout", f"no answer from {base_url} within {timeout_ms} ms") from None
     except openai.APIConnectionError as err:
@@ -128,18 +150,37 @@ async def _probe_openai(base_url: str, api_key: str, timeout_ms: int, alias: str
         raise _status_failure(
             err.status_code, err.response.headers, err.body, api_key, alias
         ) from None
-    return f"{count} models listed"
+    return listing
 
 
-async def _probe_mistral(base_url: str, api_key: str, timeout_ms: int, alias: str) -> str:
+async def _probe_mistral(
+    base_url: str, api_key: str, timeout_ms: int, alias: str, voice: str
+) -> Listing:
     import httpx2
     from mistralai.client import Mistral
     from mistralai.client.errors import MistralError, NoResponseError
 
     try:
         async with Mistral(api_key=api_key, server_url=base_url, timeout_ms=timeout_ms) as client:
-            listing = await client.models.list_async()
-            count = len(listing.data or [])
+
+            async def voice_lookup() -> bool | None:
+                # a documented preset is judged by the catalogue; an account's own voice is
+                # looked up (404: not there), concurrently with the listing
+                catalog = catalog_for("ai-voice-conv.mistral")
+                if not voice or (catalog is not None and catalog.voice(voice) is not None):
+                    return None
+                try:
+                    await client.audio.voices.get_async(voice_id=voice)
+                except MistralError as err:
+                    if err.status_code != 404:
+                        raise
+                    return False
+                return True
+
+            listed, voice_found = await asyncio.gather(client.models.list_async(), voice_lookup())
+            models = listed.data or []
+            ids = {m.id for m in models} | {a for m in models for a in (m.aliases or [])}
+            listing = Listing(frozenset(ids), {}, voice_found, count=len(models))
     except httpx2.TimeoutException:
         raise _Failure("timeout", f"no answer from {base_url} within {timeout_ms} ms") from None
     except (httpx2.TransportError, NoResponseError) as err:
@@ -150,10 +191,48 @@ async def _probe_mistral(base_url: str, api_key: str, timeout_ms: int, alias: st
         ) from None
     except MistralError as err:
         raise _status_failure(err.status_code, err.headers, err.body, api_key, alias) from None
-    return f"{count} models listed"
+    return listing
 
 
-Probe = Callable[[str, str, int, str], Awaitable[str]]
+Probe = Callable[[str, str, int, str, str], Awaitable[Listing]]
+
+
+def availability(spec_key: str, options: Mapping[str, Any], listing: Listing) -> tuple[Status, str]:
+    """Whether the configured model(s) and voice are available to the key, in one line
+    that names what is missing and what to use instead."""
+    catalog = catalog_for(spec_key)
+    problems: list[str] = []
+    notes: list[str] = []
+    today = dt.date.today().isoformat()
+    for option in catalog.model_options if catalog else ("model",):
+        model = options.get(option)
+        if not isinstance(model, str):
+            continue
+        info = catalog.find(model) if catalog else None
+        gone = listing.shutdown.get(model, "9999") <= today
+        if model not in listing.ids or gone:
+            repl = catalog.replacement_for(model) if catalog and info else None
+            if repl is None and catalog is not None:
+                repl = catalog.defaults.get(option)
+            use = f"; use {repl!r}" if repl and repl != model else ""
+            problems.append(f"{option} {model!r} is not available to this key{use}")
+        elif model in listing.shutdown:
+            notes.append(f"{model} shuts down {listing.shutdown[model]}")
+        elif info is not None and info.status_on() == "deprecated" and info.shutdown:
+            notes.append(f"{model} shuts down {info.shutdown.isoformat()}")
+    voice = str(options.get("defaultVoice") or "")
+    known = catalog is not None and catalog.voice(voice) is not None
+    custom = catalog is not None and catalog.voices_are_open and voice.startswith("voice_")
+    if listing.voice_found is False or (listing.voice_found is None and not (known or custom)):
+        default = catalog.defaults.get("defaultVoice") if catalog else None
+        use = f"; use {default!r}" if default else ""
+        problems.append(f"voice {voice!r} is not available{use}")
+    if problems:
+        return "unavailable", "; ".join(problems)
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return "ok", f"{listing.count} models listed; configured models and voice available{note}"
+
+
 PROBES: dict[str, Probe] = {
     "ai-voice-conv.openai": _probe_openai,
     "ai-voice-conv.mistral": _probe_mistral,
@@ -196,14 +275,16 @@ async def check(
                 f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
             )
     logs.register_secret(api_key)
-    base_url = str(config.provider_options(spec.key)["baseUrl"]).rstrip("/")
+    options = config.provider_options(spec.key)
+    base_url = str(options["baseUrl"]).rstrip("/")
     probe = PROBES[spec.key]
     _preload(spec.key)
     started = time.perf_counter()
     status: Status = "ok"
     try:
         async with asyncio.timeout(timeout / 1000):
-            detail = await probe(base_url, api_key, timeout, alias)
+            listing = await probe(base_url, api_key, timeout, alias, str(options["defaultVoice"]))
+        status, detail = availability(spec.key, options, listing)
     except TimeoutError:
         status, detail = "timeout", f"no answer from {base_url} within {timeout} ms"
     except _Failure as failure:
