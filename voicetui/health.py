@@ -55,6 +55,8 @@ class HealthResult:
     status: Status
     latency_ms: int | None  # None when no call was made (no key)
     detail: str  # one line, never containing the key
+    # "unavailable": one message per missing model/voice ("voice ..." for the voice)
+    missing: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -164,10 +166,9 @@ async def _probe_mistral(
         async with Mistral(api_key=api_key, server_url=base_url, timeout_ms=timeout_ms) as client:
 
             async def voice_lookup() -> bool | None:
-                # a documented preset is judged by the catalogue; an account's own voice is
-                # looked up (404: not there), concurrently with the listing
-                catalog = catalog_for("ai-voice-conv.mistral")
-                if not voice or (catalog is not None and catalog.voice(voice) is not None):
+                # an account's own voice is looked up (404: not there), concurrently with
+                # the listing; "" (a documented preset) is judged by the catalogue
+                if not voice:
                     return None
                 try:
                     await client.audio.voices.get_async(voice_id=voice)
@@ -197,9 +198,18 @@ async def _probe_mistral(
 Probe = Callable[[str, str, int, str, str], Awaitable[Listing]]
 
 
-def availability(spec_key: str, options: Mapping[str, Any], listing: Listing) -> tuple[Status, str]:
-    """Whether the configured model(s) and voice are available to the key, in one line
-    that names what is missing and what to use instead."""
+def _voice_to_look_up(spec_key: str, options: Mapping[str, Any]) -> str:
+    """The configured voice when the catalogue does not document it (else "")."""
+    voice = str(options.get("defaultVoice") or "")
+    catalog = catalog_for(spec_key)
+    return "" if catalog is None or catalog.voice(voice) is not None else voice
+
+
+def availability(
+    spec_key: str, options: Mapping[str, Any], listing: Listing
+) -> tuple[Status, str, tuple[str, ...]]:
+    """Whether the configured model(s) and voice are available to the key: status, one
+    line naming what is missing and what to use instead, and each problem on its own."""
     catalog = catalog_for(spec_key)
     problems: list[str] = []
     notes: list[str] = []
@@ -228,9 +238,10 @@ def availability(spec_key: str, options: Mapping[str, Any], listing: Listing) ->
         use = f"; use {default!r}" if default else ""
         problems.append(f"voice {voice!r} is not available{use}")
     if problems:
-        return "unavailable", "; ".join(problems)
+        return "unavailable", "; ".join(problems), tuple(problems)
     note = f" ({'; '.join(notes)})" if notes else ""
-    return "ok", f"{listing.count} models listed; configured models and voice available{note}"
+    ok = f"{listing.count} models listed; configured models and voice available{note}"
+    return "ok", ok, ()
 
 
 PROBES: dict[str, Probe] = {
@@ -281,10 +292,13 @@ async def check(
     _preload(spec.key)
     started = time.perf_counter()
     status: Status = "ok"
+    missing: tuple[str, ...] = ()
     try:
         async with asyncio.timeout(timeout / 1000):
-            listing = await probe(base_url, api_key, timeout, alias, str(options["defaultVoice"]))
-        status, detail = availability(spec.key, options, listing)
+            listing = await probe(
+                base_url, api_key, timeout, alias, _voice_to_look_up(spec.key, options)
+            )
+        status, detail, missing = availability(spec.key, options, listing)
     except TimeoutError:
         status, detail = "timeout", f"no answer from {base_url} within {timeout} ms"
     except _Failure as failure:
@@ -292,7 +306,7 @@ async def check(
     except Exception as err:  # an SDK surprise: report it, never crash the caller
         status, detail = "error", f"{type(err).__name__}: {_one_line(str(err), api_key, 120)}"
     latency = round((time.perf_counter() - started) * 1000)
-    return HealthResult(spec.key, status, latency, detail)
+    return HealthResult(spec.key, status, latency, detail, missing)
 
 
 async def check_all(

@@ -85,6 +85,9 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
             "Health check", "check every provider's key and reachability", app.open_health
         ),
         PaletteCommand(
+            "Doctor", "check devices, microphone, keys, models and voices", app.open_doctor
+        ),
+        PaletteCommand(
             "Export transcript", "write this conversation as Markdown", app.export_transcript
         ),
         PaletteCommand(
