@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import platform
 import sys
@@ -29,7 +28,7 @@ from voicetui import logs
 from voicetui.config import AppConfig, load_config
 from voicetui.health import HealthResult, check
 from voicetui.keys import KeyringUnavailable, KeyStore
-from voicetui.providers.catalog import catalog_for
+from voicetui.providers.catalog import catalog_for, provider_module
 from voicetui.specs.registry import registry
 
 CheckStatus = Literal["ok", "warn", "fail", "skip"]
@@ -193,18 +192,9 @@ Handshake = Callable[[str, str, Any], Awaitable[str]]
 
 
 def handshake(spec_key: str) -> Handshake | None:
-    """The provider's ``HANDSHAKE`` (``voicetui/providers/<name>/doctor.py``): opens the
-    realtime socket a conversation uses and closes it, returning what it opened."""
-    from voicetui.providers.base import PROVIDER_MODULES
-
-    module_name = PROVIDER_MODULES.get(spec_key)
-    if module_name is None:
-        return None
-    try:
-        module = importlib.import_module(module_name + ".doctor")
-    except ModuleNotFoundError:
-        return None
-    fn: Handshake = module.HANDSHAKE
+    """The provider's ``HANDSHAKE`` (``<provider package>.doctor``): opens the realtime
+    socket a conversation uses and closes it, returning what it opened."""
+    fn: Handshake | None = getattr(provider_module(spec_key, "doctor"), "HANDSHAKE", None)
     return fn
 
 
@@ -226,7 +216,6 @@ async def _check_provider(ctx: DoctorContext, spec_key: str) -> list[Check]:
     except KeyringUnavailable:
         source = "none"
     timeout_ms = int(ctx.timeout_s * 1000)
-    await asyncio.to_thread(_preload, spec_key)  # SDK imports are not the service's latency
     result: HealthResult = await check(spec_key, ctx.config, ctx.keys, timeout_ms=timeout_ms)
     if result.status == "no_key":
         status: CheckStatus = "fail" if selected else "skip"
@@ -245,15 +234,6 @@ async def _check_provider(ctx: DoctorContext, spec_key: str) -> list[Check]:
     rtt = again.latency_ms if again.latency_ms is not None else result.latency_ms or 0
     out.append(Check(names[4], "ok" if rtt < 1500 else "warn", f"{rtt} ms (model listing)"))
     return out
-
-
-def _preload(spec_key: str) -> None:
-    from voicetui.providers.base import get_provider
-
-    try:
-        get_provider(spec_key).preload()
-    except Exception:  # a missing SDK shows in the checks themselves
-        return
 
 
 def _model_and_voice(

@@ -1,16 +1,15 @@
 """Health checks per spec: one cheap authenticated call through the real SDK.
 
-The spec says ``healthCheck: { method: 'custom', timeoutMs }``; the custom method here is a
-model listing (Mistral ``models.list_async``, OpenAI ``models.list``) against the configured
-``baseUrl``. SDK retries are off and the whole call runs under ``asyncio.timeout(timeoutMs)``,
-so a check never outlives its timeout by more than the cancellation itself.
+The spec says ``healthCheck: { method: 'custom', timeoutMs }``; the custom method is the
+provider's own ``probe`` (the built-in ones list models) against the configured ``baseUrl``.
+The whole call runs under ``asyncio.timeout(timeoutMs)``, so a check never outlives its
+timeout by more than the cancellation itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from typing import Any, Literal
 from voicetui import logs
 from voicetui.config import AppConfig
 from voicetui.keys import KeyringUnavailable, KeyStore
-from voicetui.providers.catalog import catalog_for
+from voicetui.providers.base import ProbeFailure, ProviderError, get_provider
+from voicetui.providers.catalog import Listing, catalog_for
+from voicetui.providers.probe import one_line
 from voicetui.specs.registry import registry
 
 Status = Literal[
@@ -35,18 +36,6 @@ STATUSES: tuple[Status, ...] = (
     "unavailable",  # the key works, but a configured model or voice is not available to it
     "error",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """What a probe saw: the account's model ids (aliases included), their announced
-    shutdown dates where the API gives them, and whether the configured voice exists
-    (``None``: the service has no voice lookup, judge by the catalogue)."""
-
-    ids: frozenset[str]
-    shutdown: dict[str, str]
-    voice_found: bool | None = None
-    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,131 +60,68 @@ class HealthResult:
         }
 
 
-class _Failure(Exception):
-    def __init__(self, status: Status, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-def _one_line(text: str, api_key: str, limit: int = 160) -> str:
-    text = logs.redact(text.replace(api_key, logs.REDACTED) if api_key else text)
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _server_message(body: Any) -> str:
-    """The human part of an error body (OpenAI ``{error: {message}}``, Mistral ``{message}``
-    or ``{detail}``), or the raw text."""
-    if isinstance(body, str | bytes):
+async def check(
+    spec_key: str,
+    config: AppConfig,
+    keys: KeyStore | None = None,
+    *,
+    api_key: str | None = None,
+    timeout_ms: int | None = None,
+) -> HealthResult:
+    """Check one provider (key or alias). ``api_key`` overrides the key store (rotation checks
+    a new key); ``timeout_ms`` overrides the spec's ``healthCheck.timeoutMs``. Never raises
+    for service, network or keyring problems: they become the result's status."""
+    reg = registry()
+    spec = reg.get(spec_key)
+    alias = reg.alias(spec.key)
+    timeout = timeout_ms if timeout_ms is not None else spec.health_check.timeout_ms
+    if api_key is None:
         try:
-            body = json.loads(body)
-        except ValueError:
-            return body.decode(errors="replace") if isinstance(body, bytes) else body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            for key in ("message", "detail"):
-                if inner.get(key):
-                    return str(inner[key])
-        elif isinstance(inner, str):
-            return inner
-    return "" if body is None else str(body)
-
-
-def _status_failure(code: int, headers: Any, body: Any, api_key: str, alias: str) -> _Failure:
-    if code in (401, 403):
-        # Never echo the server's message here: some quote part of the rejected key.
-        return _Failure(
-            "unauthorized", f"HTTP {code}: key rejected; set a valid one: voicetui keys set {alias}"
-        )
-    if code == 429:
-        retry = ""
-        if headers is not None:
-            value = headers.get("retry-after-ms") or headers.get("retry-after")
-            if value:
-                unit = "ms" if headers.get("retry-after-ms") else "s"
-                retry = f" (retry after {value} {unit})"
-        msg = _one_line(_server_message(body), api_key, 100)
-        return _Failure(
-            "rate_limited", f"HTTP 429: rate limited{retry}" + (f": {msg}" if msg else "")
-        )
-    msg = _one_line(_server_message(body), api_key, 120)
-    return _Failure("error", f"HTTP {code}" + (f": {msg}" if msg else ""))
-
-
-async def _probe_openai(
-    base_url: str, api_key: str, timeout_ms: int, alias: str, voice: str
-) -> Listing:
-    import openai
-
+            api_key = (keys or KeyStore()).get(spec.key).value
+        except KeyringUnavailable as err:
+            return HealthResult(spec.key, "no_key", None, str(err))
+        if not api_key:
+            return HealthResult(
+                spec.key,
+                "no_key",
+                None,
+                f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
+            )
+    logs.register_secret(api_key)
+    options = config.provider_options(spec.key)
+    base_url = str(options["baseUrl"]).rstrip("/")
     try:
-        async with openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url + "/v1",
-            max_retries=0,
-            timeout=timeout_ms / 1000,
-        ) as client:
-            page = await client.models.list()
-            shutdown = {
-                m.id: str(m.shutdown_date) for m in page.data if getattr(m, "shutdown_date", None)
-            }
-            listing = Listing(frozenset(m.id for m in page.data), shutdown, count=len(page.data))
-    except openai.APITimeoutError:
-        raise _Failure("timeout", f"no answer from {base_url} within {timeout_ms} ms") from None
-    except openai.APIConnectionError as err:
-        cause = err.__cause__ or err
-        raise _Failure(
-            "unreachable", f"cannot connect to {base_url}: {_one_line(str(cause), api_key, 100)}"
-        ) from None
-    except openai.APIStatusError as err:
-        raise _status_failure(
-            err.status_code, err.response.headers, err.body, api_key, alias
-        ) from None
-    return listing
-
-
-async def _probe_mistral(
-    base_url: str, api_key: str, timeout_ms: int, alias: str, voice: str
-) -> Listing:
-    import httpx2
-    from mistralai.client import Mistral
-    from mistralai.client.errors import MistralError, NoResponseError
-
+        provider = get_provider(spec.key)
+    except ProviderError as err:
+        return HealthResult(spec.key, "error", None, str(err))
+    # Import the SDK before the clock starts (imports are slow and not the service's fault).
+    await asyncio.to_thread(provider.preload)
+    started = time.perf_counter()
+    status: Status = "ok"
+    missing: tuple[str, ...] = ()
+    # a provider with an ``inventory`` (the built-in ones) says what the account offers, so
+    # the configured model(s) and voice are checked in the same call
+    inventory: Inventory | None = getattr(provider, "inventory", None)
     try:
-        async with Mistral(api_key=api_key, server_url=base_url, timeout_ms=timeout_ms) as client:
-
-            async def voice_lookup() -> bool | None:
-                # an account's own voice is looked up (404: not there), concurrently with
-                # the listing; "" (a documented preset) is judged by the catalogue
-                if not voice:
-                    return None
-                try:
-                    await client.audio.voices.get_async(voice_id=voice)
-                except MistralError as err:
-                    if err.status_code != 404:
-                        raise
-                    return False
-                return True
-
-            listed, voice_found = await asyncio.gather(client.models.list_async(), voice_lookup())
-            models = listed.data or []
-            ids = {m.id for m in models} | {a for m in models for a in (m.aliases or [])}
-            listing = Listing(frozenset(ids), {}, voice_found, count=len(models))
-    except httpx2.TimeoutException:
-        raise _Failure("timeout", f"no answer from {base_url} within {timeout_ms} ms") from None
-    except (httpx2.TransportError, NoResponseError) as err:
-        raise _Failure(
-            "unreachable",
-            f"cannot connect to {base_url}: "
-            + _one_line(str(err) or type(err).__name__, api_key, 100),
-        ) from None
-    except MistralError as err:
-        raise _status_failure(err.status_code, err.headers, err.body, api_key, alias) from None
-    return listing
+        async with asyncio.timeout(timeout / 1000):
+            if inventory is None:
+                detail = await provider.probe(base_url, api_key, timeout)
+            else:
+                voice = _voice_to_look_up(spec.key, options)
+                listing = await inventory(base_url, api_key, timeout, voice)
+                status, detail, missing = availability(spec.key, options, listing)
+    except TimeoutError:
+        status, detail = "timeout", f"no answer from {base_url} within {timeout} ms"
+    except ProbeFailure as failure:
+        status = next((s for s in STATUSES if s == failure.status), "error")
+        detail = failure.detail
+    except Exception as err:  # an SDK surprise: report it, never crash the caller
+        status, detail = "error", f"{type(err).__name__}: {one_line(str(err), api_key, 120)}"
+    latency = round((time.perf_counter() - started) * 1000)
+    return HealthResult(spec.key, status, latency, detail, missing)
 
 
-Probe = Callable[[str, str, int, str, str], Awaitable[Listing]]
+Inventory = Callable[[str, str, int, str], Awaitable[Listing]]
 
 
 def _voice_to_look_up(spec_key: str, options: Mapping[str, Any]) -> str:
@@ -242,71 +168,6 @@ def availability(
     note = f" ({'; '.join(notes)})" if notes else ""
     ok = f"{listing.count} models listed; configured models and voice available{note}"
     return "ok", ok, ()
-
-
-PROBES: dict[str, Probe] = {
-    "ai-voice-conv.openai": _probe_openai,
-    "ai-voice-conv.mistral": _probe_mistral,
-}
-
-
-def _preload(spec_key: str) -> None:
-    """Import the SDK before the clock starts (imports are slow and not the service's fault)."""
-    if spec_key == "ai-voice-conv.openai":
-        import openai  # noqa: F401
-    elif spec_key == "ai-voice-conv.mistral":
-        import mistralai.client  # noqa: F401
-
-
-async def check(
-    spec_key: str,
-    config: AppConfig,
-    keys: KeyStore | None = None,
-    *,
-    api_key: str | None = None,
-    timeout_ms: int | None = None,
-) -> HealthResult:
-    """Check one provider (key or alias). ``api_key`` overrides the key store (rotation checks
-    a new key); ``timeout_ms`` overrides the spec's ``healthCheck.timeoutMs``. Never raises
-    for service, network or keyring problems: they become the result's status."""
-    reg = registry()
-    spec = reg.get(spec_key)
-    alias = reg.alias(spec.key)
-    timeout = timeout_ms if timeout_ms is not None else spec.health_check.timeout_ms
-    if api_key is None:
-        try:
-            api_key = (keys or KeyStore()).get(spec.key).value
-        except KeyringUnavailable as err:
-            return HealthResult(spec.key, "no_key", None, str(err))
-        if not api_key:
-            return HealthResult(
-                spec.key,
-                "no_key",
-                None,
-                f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
-            )
-    logs.register_secret(api_key)
-    options = config.provider_options(spec.key)
-    base_url = str(options["baseUrl"]).rstrip("/")
-    probe = PROBES[spec.key]
-    _preload(spec.key)
-    started = time.perf_counter()
-    status: Status = "ok"
-    missing: tuple[str, ...] = ()
-    try:
-        async with asyncio.timeout(timeout / 1000):
-            listing = await probe(
-                base_url, api_key, timeout, alias, _voice_to_look_up(spec.key, options)
-            )
-        status, detail, missing = availability(spec.key, options, listing)
-    except TimeoutError:
-        status, detail = "timeout", f"no answer from {base_url} within {timeout} ms"
-    except _Failure as failure:
-        status, detail = failure.status, failure.detail
-    except Exception as err:  # an SDK surprise: report it, never crash the caller
-        status, detail = "error", f"{type(err).__name__}: {_one_line(str(err), api_key, 120)}"
-    latency = round((time.perf_counter() - started) * 1000)
-    return HealthResult(spec.key, status, latency, detail, missing)
 
 
 async def check_all(

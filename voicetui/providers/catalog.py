@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 Role = Literal["realtime", "stt", "tts", "agent"]
@@ -61,6 +63,18 @@ class VoiceInfo:
     language: str = ""
     models: tuple[str, ...] = ()  # model families that take it ("" = any of the provider's)
     source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What an account offers, as a provider's ``inventory`` probe saw it: model ids
+    (aliases included), announced shutdown dates where the API gives them, and whether the
+    configured voice exists (``None``: not looked up; the catalogue judges)."""
+
+    ids: frozenset[str]
+    shutdown: dict[str, str] = field(default_factory=dict)
+    voice_found: bool | None = None
+    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +154,32 @@ class ProviderCatalog:
         return out
 
 
+def provider_module(spec_key: str, name: str) -> ModuleType | None:
+    """``<provider package>.<name>`` of the provider implementing ``spec_key`` (its
+    ``catalog`` or ``doctor`` module), or None when it has none. The package is the one
+    the provider object lives in, found through the provider registry."""
+    from voicetui.providers.base import ProviderError
+    from voicetui.providers.registry import load_provider
+
+    try:
+        provider = load_provider(spec_key)
+    except ProviderError:
+        return None
+    module = type(provider).__module__
+    package = module if hasattr(sys.modules[module], "__path__") else module.rsplit(".", 1)[0]
+    try:
+        return importlib.import_module(f"{package}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{package}.{name}":
+            raise
+        return None
+
+
 def catalog_for(spec_key: str) -> ProviderCatalog | None:
     """The catalogue of the provider implementing ``spec_key`` (None if it has none)."""
-    from voicetui.providers.base import PROVIDER_MODULES
-
-    module_name = PROVIDER_MODULES.get(spec_key)
-    if module_name is None:
-        return None
-    try:
-        module = importlib.import_module(module_name + ".catalog")
-    except ModuleNotFoundError:
-        return None
-    catalog: ProviderCatalog = module.CATALOG
-    return catalog
+    module = provider_module(spec_key, "catalog")
+    catalog = getattr(module, "CATALOG", None)
+    return catalog if isinstance(catalog, ProviderCatalog) else None
 
 
 def caps(*names: Capability) -> frozenset[Capability]:
@@ -200,10 +227,10 @@ GENERATED_MARK = "<!-- generated from the catalogues: python -m voicetui.provide
 
 
 def all_catalogs() -> list[ProviderCatalog]:
-    """Every registered provider's catalogue, in spec-key order."""
-    from voicetui.providers.base import PROVIDER_MODULES
+    """Every installed provider's catalogue, in spec-key order."""
+    from voicetui.providers.registry import provider_keys
 
-    found = (catalog_for(key) for key in sorted(PROVIDER_MODULES))
+    found = (catalog_for(key) for key in provider_keys())
     return [c for c in found if c is not None]
 
 
