@@ -18,6 +18,8 @@ TTS2603 = "https://docs.livekit.io/agents/models/tts/mistralai"
 TTS3 = "https://docs.jambonz.org/guides/features/tts-vendor-settings/mistral"
 TRANSCRIBE = "https://docs.mistral.ai/models/voxtral-mini-transcribe-25-07"
 MODELS_DOC = "https://docs.mistral.ai/getting-started/models/"
+MEDIUM = "https://openrouter.ai/mistralai/mistral-medium-3-5"
+SDK_EXAMPLES = "mistralai SDK 3.7 extra/tests (model ids used)"
 
 MODELS: tuple[ModelInfo, ...] = (
     ModelInfo(
@@ -52,9 +54,19 @@ MODELS: tuple[ModelInfo, ...] = (
         note="points at Voxtral TTS 3",
     ),
     ModelInfo("voxtral-mini-tts-2603", "tts", caps("streaming", "voices"), source=TTS2603),
-    ModelInfo("mistral-medium-latest", "agent", caps("streaming"), source=MODELS_DOC),
-    ModelInfo("mistral-small-latest", "agent", caps("streaming"), source=MODELS_DOC),
-    ModelInfo("mistral-large-latest", "agent", caps("streaming"), source=MODELS_DOC),
+    ModelInfo(
+        "mistral-medium-latest",
+        "agent",
+        caps("streaming"),
+        source=f"seed spec ai-voice-conv.mistral (example); {MEDIUM}",
+        note="the -latest alias of Mistral Medium (3.5 since 2026-04-29); health checks it",
+    ),
+    ModelInfo(
+        "mistral-small-latest", "agent", caps("streaming"), source=f"{SDK_EXAMPLES}; {MODELS_DOC}"
+    ),
+    ModelInfo(
+        "mistral-large-latest", "agent", caps("streaming"), source=f"{SDK_EXAMPLES}; {MODELS_DOC}"
+    ),
 )
 
 _V3 = (
