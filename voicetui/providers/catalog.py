@@ -235,6 +235,9 @@ def all_catalogs() -> list[ProviderCatalog]:
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates docs/models.md's tables
+    # the catalogues hold instances of the imported module's classes, not __main__'s
+    from voicetui.providers import catalog as imported
+
     print(GENERATED_MARK)
     print()
-    print(markdown_table(all_catalogs()), end="")
+    print(imported.markdown_table(imported.all_catalogs()), end="")
