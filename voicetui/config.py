@@ -49,6 +49,7 @@ import tomli_w
 from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
+from voicetui.providers.catalog import catalog_for
 from voicetui.providers.registry import default_provider_key, load_provider
 from voicetui.specs.model import IntegrationSpec
 from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
@@ -135,6 +136,7 @@ class AppConfig:
     audio: AudioSettings = field(default_factory=AudioSettings)
     theme: str = DEFAULT_THEME
     from_file: bool = False  # False when the file did not exist (all defaults)
+    warnings: tuple[str, ...] = ()  # one line each: deprecated models still configured
 
     def provider_options(self, key: str | None = None) -> Mapping[str, Any]:
         """Every option of a provider (key or alias; default: the selected one)."""
@@ -181,6 +183,9 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     out["instructions"] = DEFAULT_INSTRUCTIONS
     for name, option in _options(spec).items():
         out[name] = copy.deepcopy(option.default)
+    catalog = catalog_for(spec.key)  # current models and a real voice, not the spec's example
+    if catalog is not None:
+        out.update(catalog.defaults)
     return out
 
 
@@ -259,6 +264,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     )
 
     providers: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
     tables = doc.get("providers", {})
     for name, table in tables.items():
         if name not in reg:
@@ -284,6 +290,11 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
             if problem:
                 raise _error(path, text, (*where, "baseUrl"), problem)
         providers[spec.key] = merged
+        catalog = catalog_for(spec.key)
+        for life in catalog.lifecycle_problems(merged) if catalog else ():
+            if life.status == "retired":
+                raise _error(path, text, (*where, life.option), life.message)
+            warnings.append(f"{path}: {_dotted((*where, life.option))}: {life.message}")
     theme = doc.get("theme", DEFAULT_THEME)
     return AppConfig(
         path=path,
@@ -292,6 +303,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
         audio=audio,
         theme=theme,
         from_file=from_file,
+        warnings=tuple(warnings),
     )
 
 

@@ -58,6 +58,8 @@ from voicetui.providers.base import (
     Voice,
     import_quietly,
 )
+from voicetui.providers.catalog import Listing
+from voicetui.providers.openai.catalog import CATALOG
 from voicetui.specs.model import SpecSource
 from voicetui.specs.openai import SOURCE
 
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
 
 SPEC_KEY = SOURCE.spec.key
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+DEFAULT_TRANSCRIPTION_MODEL = CATALOG.defaults["transcriptionModel"]
 
 OPTIONS: dict[str, ProviderOption] = {
     # DIARIZE_MODEL adds speaker labels to the user's lines.
@@ -953,6 +955,12 @@ class OpenAIRealtimeProvider:
         from voicetui.providers.openai.probe import list_models
 
         return await list_models(base_url, api_key, timeout_ms, SOURCE.alias)
+
+    async def inventory(self, base_url: str, api_key: str, timeout_ms: int, voice: str) -> Listing:
+        """What the account offers (health checks the configured model and voice with it)."""
+        from voicetui.providers.openai.probe import inventory
+
+        return await inventory(base_url, api_key, timeout_ms, SOURCE.alias)
 
 
 __all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
