@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from voicetui import logs
 from voicetui.config import AppConfig
-from voicetui.keys import KeyringUnavailable, KeyStore
+from voicetui.keys import KeyringUnavailable, KeyStore, key_problem
 from voicetui.specs.registry import registry
 
 Status = Literal["ok", "unauthorized", "rate_limited", "unreachable", "timeout", "no_key", "error"]
@@ -196,6 +196,9 @@ async def check(
                 f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
             )
     logs.register_secret(api_key)
+    problem = key_problem(api_key)
+    if problem is not None:  # it could not even go into an HTTP header
+        return HealthResult(spec.key, "no_key", None, f"{problem}; run `voicetui keys set {alias}`")
     base_url = str(config.provider_options(spec.key)["baseUrl"]).rstrip("/")
     probe = PROBES[spec.key]
     _preload(spec.key)

@@ -59,6 +59,20 @@ class ResolvedKey:
         return mask(self.value)
 
 
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key (it travels in an HTTP header: printable ASCII, no
+    spaces), or None. Never quotes the key."""
+    if any(ch.isspace() or (ch.isascii() and not ch.isprintable()) for ch in key):
+        return "the API key contains spaces or control characters (paste only the key, on one line)"
+    for position, ch in enumerate(key, 1):
+        if not ch.isascii():
+            return (
+                f"the API key has a non-ASCII character at position {position}; API keys are "
+                "printable ASCII (copy the key again from the provider's console)"
+            )
+    return None
+
+
 def mask(value: str | None) -> str:
     """``****abcd``: at most the last 4 characters, fewer for short values (a quarter of
     the length), and a fixed-width prefix so the length does not show."""
@@ -153,13 +167,11 @@ class KeyStore:
         logs.register_secret(key)
         if not key:
             raise InvalidKey(f"{spec.key}: the API key is empty")
-        if any(ch.isspace() or not ch.isprintable() for ch in key):
-            raise InvalidKey(
-                f"{spec.key}: the API key contains spaces or control characters "
-                "(paste only the key, on one line)"
-            )
-        if len(key) > MAX_KEY_LENGTH:
+        if len(key) > MAX_KEY_LENGTH:  # first: the checks below are linear in the length
             raise InvalidKey(f"{spec.key}: the API key is longer than {MAX_KEY_LENGTH} characters")
+        problem = key_problem(key)
+        if problem is not None:
+            raise InvalidKey(f"{spec.key}: {problem}")
         validator = jsonschema.Draft202012Validator(dict(spec.secret_schema.schema))
         error = jsonschema.exceptions.best_match(validator.iter_errors({"apiKey": key}))
         if error is not None:  # the message would quote the key: name the rule only
