@@ -183,12 +183,17 @@ class KeyStore:
 
     def set(self, provider: str, value: str) -> None:
         """Store ``value`` for ``provider`` after validation, and read it back to make sure
-        the backend really kept it."""
+        the backend really kept it.
+
+        Every item already stored for (service, user) is removed first, whichever client
+        made it (``secret-tool store`` adds items Python's keyring would not replace, and
+        the older one would shadow the new key on every read)."""
         spec_key = registry().resolve(provider)
         key = self.validate(spec_key, value)
         env_var = self.env_var(spec_key)
         backend = _secure_backend(env_var)
         try:
+            _delete_all(backend, self.service, spec_key)
             backend.set_password(self.service, spec_key, key)
             stored = backend.get_password(self.service, spec_key)
         except Exception as err:
@@ -215,6 +220,22 @@ class KeyStore:
         except Exception as err:
             raise _unavailable(err, env_var) from None
         return True
+
+
+MAX_SHADOWS = 64  # items for one (service, user) we are willing to clear out
+
+
+def _delete_all(backend: Any, service: str, username: str) -> None:
+    """Delete every item for (service, username): the backends delete one per call."""
+    import keyring.errors
+
+    for _ in range(MAX_SHADOWS):
+        if backend.get_password(service, username) is None:
+            return
+        try:
+            backend.delete_password(service, username)
+        except keyring.errors.PasswordDeleteError:
+            return
 
 
 def read_key(prompt: str, stdin: IO[str] | None = None) -> str:
