@@ -24,6 +24,7 @@ from voicetui.specs.registry import registry
 SPEC = "ai-voice-conv.openai"
 FOREIGN = "sk-foreign-key-XXXX9999yyyy"
 NEW = "sk-new-key-CCCC2222dddd"
+OLD = "sk-old-key-AAAA1111bbbb"
 
 
 @pytest.mark.parametrize("key", ["sk-ключ-12345678", "sk-key-😀-12345678", "sk-key-\u00e9-1234"])
@@ -88,11 +89,13 @@ def test_keys_set_and_rotate_replace_an_item_stored_by_another_client(  # noqa: 
     openai_emulator_thread.accepted_keys = {NEW}
     config = tmp_path / "c.toml"
     update_config(config, providers={"openai": {"baseUrl": openai_emulator_thread.base_url}})
-    # another client (libsecret's CLI) stores a key under the same service/user
+    # a key set by us, then another client (libsecret's CLI) stores one under the same
+    # service/user: two items, the foreign one without keyring's "application" attribute
+    secret_service.set("openai", OLD)
     _secret_tool(
         "store", "--label", "foreign", "service", "voicetui", "username", SPEC, stdin=FOREIGN
     )
-    assert secret_service.get_stored("openai") == FOREIGN  # keys list still reads it
+    assert secret_service.get_stored("openai") in (OLD, FOREIGN)  # keys list still reads one
     monkeypatch.setattr(sys, "stdin", io.StringIO(NEW))
     code = main(["--config", str(config), "keys", command, "openai"])
     out = capsys.readouterr()
