@@ -7,9 +7,10 @@
   memory flat), converts it to mono 24 kHz and yields 20 ms frames, paced in
   real time (like a microphone) or as fast as the consumer takes them; it ends at EOF, after an
   optional tail of silence (VAD-driven providers need silence to end the turn).
-* :class:`WavOutput` writes mono PCM16 24 kHz to a temp file renamed over the path at stop. In real-time mode it drains the same jitter
-  buffer as the device speaker on a 10 ms clock, so ``flush``/``played_ms`` mean the same
-  thing; in fast mode every chunk is written at once and counts as played.
+* :class:`WavOutput` writes mono PCM16 24 kHz to a temp file renamed over the path at stop.
+  In real-time mode it drains the same jitter buffer as the device speaker on a 10 ms clock,
+  so ``flush``/``played_ms`` mean the same thing; in fast mode every chunk is written at once
+  and counts as played.
 """
 
 from __future__ import annotations
