@@ -388,6 +388,7 @@ class ConversationEngine:
             gate=self._gate,
             state_dir=self._state_dir or Path("."),
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
+            session_id=self.session_id,
         )
         try:
             session = self._provider.create_session(ctx)

@@ -8,9 +8,9 @@ Usage events of one turn end in one write), so the event loop never waits on the
 Layout::
 
     {"version": 1,
-     "days": {"ai-voice-conv.openai": {"2026-11-22": {"input_tokens": 0, ...}}},
-     "rate_limits": {"ai-voice-conv.openai": {"tokens": {"limit": ..., "remaining": ...,
-                                                          "reset_seconds": ...}}}}
+     "days": {"<spec key>": {"2026-11-22": {"input_tokens": 0, ...}}},
+     "rate_limits": {"<spec key>": {"tokens": {"limit": ..., "remaining": ...,
+                                               "reset_seconds": ...}}}}
 """
 
 from __future__ import annotations
