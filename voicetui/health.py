@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from voicetui import logs
 from voicetui.config import AppConfig
-from voicetui.keys import KeyringUnavailable, KeyStore
+from voicetui.keys import KeyringUnavailable, KeyStore, key_problem
 from voicetui.providers.base import ProbeFailure, ProviderError, get_provider
 from voicetui.providers.catalog import Listing, catalog_for
 from voicetui.providers.probe import one_line
@@ -88,6 +88,9 @@ async def check(
                 f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
             )
     logs.register_secret(api_key)
+    problem = key_problem(api_key)
+    if problem is not None:  # it could not even go into an HTTP header
+        return HealthResult(spec.key, "no_key", None, f"{problem}; run `voicetui keys set {alias}`")
     options = config.provider_options(spec.key)
     base_url = str(options["baseUrl"]).rstrip("/")
     try:
