@@ -18,6 +18,7 @@ from voicetui.audio.duplex import EchoGate
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.playback import DeviceOutput
 from voicetui.audio.ports import DuplexPolicy
+from voicetui.audio.reference import SpeakerReference
 from voicetui.audio.wav import WavInput, WavOutput
 
 PLAYBACK_BLOCK_MS = 10.0  # speaker blocks: small, since each block adds its length to latency
@@ -141,4 +142,8 @@ def open_audio(
             prebuffer_ms=settings.prebuffer_ms,
             max_prebuffer_ms=MAX_PREBUFFER_MS,
         )
-    return AudioRig(audio_in, audio_out, EchoGate(audio_out, policy))
+    reference = None
+    if isinstance(audio_out, DeviceOutput):
+        # the gate measures the echo against what the speaker really played
+        reference = audio_out.reference = SpeakerReference()
+    return AudioRig(audio_in, audio_out, EchoGate(audio_out, policy, reference=reference))

@@ -1,0 +1,190 @@
+"""Interrupting the assistant, measured from outside on the virtual devices: the OpenAI
+emulator, the real SDK, the engine on the PulseAudio sandbox's speaker and microphone. The
+speaker is recorded through its monitor with every chunk's arrival time, so the moment the
+reply really went quiet is known on the same clock as the engine's events."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicetui.audio.factory import AudioOptions, open_audio
+from voicetui.audio.ports import ENGINE_RATE
+from voicetui.config import AudioSettings
+from voicetui.engine.events import ErrorEvent, Event, Interrupted, State
+from voicetui.engine.session import ConversationEngine
+from voicetui.engine.transcript import TranscriptStore
+from voicetui.providers.base import ProviderSettings
+from voicetui.providers.openai.realtime import OpenAIRealtimeProvider
+from voicetui.testing.emulators.common import Turn, speech_like_pcm
+from voicetui.testing.emulators.openai import OpenAIEmulator
+
+pytestmark = [pytest.mark.audio, pytest.mark.asyncio]
+
+LONG_REPLY = (
+    "Well, that is a good question and the answer takes a while, so let me walk you "
+    "through it step by step from the very start."
+)
+
+
+SANDBOX = Path(__file__).resolve().parent.parent / "tools" / "audio-sandbox.sh"
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` every 5 ms (the engine's state has no awaitable)."""
+    for _ in range(int(timeout_s / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError("condition not reached")
+
+
+class SpeakerTap:
+    """``pacat --record`` of the virtual speaker's monitor, timestamped on arrival."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.offset = float("inf")  # monotonic time of sample 0 (earliest arrival wins)
+        self._samples = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            "pacat", "--record", "--raw", "--latency-msec=10", "--device=vspeaker.monitor",
+            f"--rate={ENGINE_RATE}", "--channels=1", "--format=s16le",
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while chunk := await self._proc.stdout.read(960):
+            now = time.monotonic()
+            self.chunks.append(chunk)
+            self._samples += len(chunk) // 2
+            self.offset = min(self.offset, now - self._samples / ENGINE_RATE)
+
+    async def stop(self) -> np.ndarray:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+        if self._task is not None:
+            await self._task
+        return np.frombuffer(b"".join(self.chunks), dtype="<i2").astype(np.float32) / 32768
+
+    def silent_from(self, audio: np.ndarray, t: float, quiet_s: float = 0.15) -> float:
+        """The first moment after ``t`` from which the speaker stays silent ``quiet_s``."""
+        i = max(int((t - self.offset) * ENGINE_RATE), 0)
+        loud = np.abs(audio[i:]) > 1e-3
+        run = int(quiet_s * ENGINE_RATE)
+        idx = np.flatnonzero(loud)
+        gaps = np.diff(np.concatenate(([-1], idx, [len(loud)])))
+        k = int(np.argmax(gaps > run))  # first gap long enough
+        start = (idx[k - 1] + 1) if k > 0 else 0
+        return self.offset + (i + start) / ENGINE_RATE
+
+
+async def _barge_in_run(
+    tmp_path: Path, emu: OpenAIEmulator, audio: AudioSettings | AudioOptions, turns: int
+) -> tuple[list[float], list[float], list[Event], float]:
+    """``turns`` times: a ~6 s reply, the user speaks 1 s into it. Returns per turn the
+    gate's delay (speech_started -> cut) and the speaker's (speech_started -> silent)."""
+    emu.script.turns = [
+        Turn(user_text=f"Question {i}.", reply=LONG_REPLY) for i in range(turns + 1)
+    ]
+    prompt, barge = tmp_path / "prompt.wav", tmp_path / "barge.wav"
+    for wav, text in ((prompt, "Tell me something long."), (barge, "Wait, stop please.")):
+        speak = await asyncio.create_subprocess_exec("bash", str(SANDBOX), "speech", text, str(wav))
+        assert await speak.wait() == 0
+    rig = open_audio(audio)
+    settings = ProviderSettings(
+        spec_key="ai-voice-conv.openai", model="gpt-realtime", voice="marin",
+        turn_detection="server_vad", max_session_duration_s=600, base_url=emu.base_url,
+        extras={"silenceDurationMs": 400},
+    )  # fmt: skip
+    engine = ConversationEngine(
+        provider=OpenAIRealtimeProvider(), settings=settings, api_key="sk-test",
+        audio_in=rig.input, audio_out=rig.output, gate=rig.gate,
+        store=TranscriptStore(tmp_path / "t"),
+    )  # fmt: skip
+    events: list[Event] = []
+    engine.subscribe(events.append)
+    tap = SpeakerTap()
+    gate_delays: list[float] = []
+    stops: list[tuple[float, float]] = []  # (speech_started, cut)
+
+    async def drive() -> None:
+        try:
+            await until(lambda: engine.state == State.LISTENING)
+            await tap.start()
+            await asyncio.sleep(0.3)
+            await (
+                await asyncio.create_subprocess_exec("paplay", "--device=vmic_feed", str(prompt))
+            ).wait()
+            for _ in range(turns):
+                seen = sum(isinstance(e, Interrupted) for e in events)
+                await until(lambda: engine.state == State.ASSISTANT_SPEAKING)
+                await asyncio.sleep(1.0)
+                if engine.state != State.ASSISTANT_SPEAKING:
+                    break  # the reply ended by itself: nothing to measure
+                t_play = time.monotonic()
+                play = await asyncio.create_subprocess_exec(
+                    "paplay", "--device=vmic_feed", str(barge)
+                )
+                for _ in range(400):
+                    if sum(isinstance(e, Interrupted) for e in events) > seen:
+                        break
+                    await asyncio.sleep(0.01)
+                await play.wait()
+                cut = [e for e in events if isinstance(e, Interrupted)][seen:]
+                if not cut:
+                    continue  # not interrupted: the turn fails below
+                # the server's speech_started for the barge-in, as sent (same loop, loopback)
+                t_ss = min(
+                    e.at
+                    for e in emu.log.of("ws_out")
+                    if e.event_type == "input_audio_buffer.speech_started" and e.at >= t_play
+                )
+                stops.append((t_ss, cut[0].at))
+                gate_delays.append(cut[0].at - t_ss)
+            await asyncio.sleep(0.5)
+        finally:
+            await engine.end()
+
+    task = asyncio.create_task(drive())
+    await engine.run()
+    await task
+    recorded = await tap.stop()
+    speaker_delays = [tap.silent_from(recorded, t_ss - 0.05) - t_ss for t_ss, _ in stops]
+    out_latency = float(getattr(rig.output, "output_latency_s", 0.0))
+    return gate_delays, speaker_delays, events, out_latency
+
+
+@pytest.mark.timeout(150)
+async def test_default_gate_lets_the_user_interrupt_without_an_echo_path(
+    openai_emulator: OpenAIEmulator, audio_sandbox: Path, tmp_path: Path
+) -> None:
+    """Issue 15 (3): headphones (no echo path), default settings, the user speaks 1 s into a
+    ~6 s reply: the reply stops within one block of the server's speech_started, 10 of 10."""
+    assert len(speech_like_pcm(LONG_REPLY)) / ENGINE_RATE > 5.5
+    audio = AudioSettings(input_device="pulse", output_device="pulse")
+    gate_delays, speaker_delays, events, out_latency = await _barge_in_run(
+        tmp_path, openai_emulator, audio, turns=10
+    )
+    assert not [e for e in events if isinstance(e, ErrorEvent)]
+    print(f"gate ms {[round(d * 1000) for d in gate_delays]}")
+    print(f"speaker ms {[round(d * 1000) for d in speaker_delays]}, out {out_latency:.3f} s")
+    assert len(gate_delays) == 10, "a reply was not interrupted"
+    block_s = audio.block_ms / 1000
+    # the gate's decision: at the server's speech_started, or the next mic block
+    assert max(gate_delays) <= block_s + 0.005
+    # on the speaker: silent one block after it, plus the output path (device buffer +
+    # one 10 ms playback block)
+    assert max(speaker_delays) <= block_s + out_latency + 0.010
