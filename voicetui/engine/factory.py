@@ -7,6 +7,7 @@ an unknown provider or a missing key (:class:`ProviderError`), a keyring problem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,6 +15,7 @@ from voicetui import paths
 from voicetui.engine.session import ConversationEngine
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
+from voicetui.keycommand import KeyCommandFailed
 from voicetui.providers.base import ProviderError, get_provider
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ class _ResolvedKey(Protocol):
 class KeySource(Protocol):
     """What the factory needs from ``voicetui.keys.KeyStore``."""
 
-    def get(self, spec_key: str) -> _ResolvedKey: ...
+    def get(self, spec_key: str, command: Sequence[str] | None = None) -> _ResolvedKey: ...
 
 
 ENV_VARS = {"ai-voice-conv.openai": "OPENAI_API_KEY", "ai-voice-conv.mistral": "MISTRAL_API_KEY"}
@@ -66,7 +68,10 @@ def build_engine(
     from voicetui.audio.factory import open_audio
 
     settings = config.provider_settings(provider_key)
-    api_key = keys.get(settings.spec_key).value
+    try:
+        api_key = keys.get(settings.spec_key, config.key_command(settings.spec_key)).value
+    except KeyCommandFailed as err:
+        raise ProviderError(str(err), code="no_key") from None
     if not api_key:
         raise ProviderError(missing_key_message(settings.spec_key), code="no_key")
     provider = get_provider(settings.spec_key)
