@@ -10,12 +10,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from voicetui.audio.factory import AudioOptions, open_audio
 from voicetui.audio.ports import ENGINE_RATE
+from voicetui.audio.wav import read_wav_mono, write_wav_pcm16
 from voicetui.config import AudioSettings
 from voicetui.engine.events import ErrorEvent, Event, Interrupted, State
 from voicetui.engine.session import ConversationEngine
@@ -188,3 +190,75 @@ async def test_default_gate_lets_the_user_interrupt_without_an_echo_path(
     # on the speaker: silent one block after it, plus the output path (device buffer +
     # one 10 ms playback block)
     assert max(speaker_delays) <= block_s + out_latency + 0.010
+
+
+async def _measure_room(
+    seconds: float, user_wav: Path | None = None, user_at_s: float = 0.0
+) -> Any:
+    """Play a reply on the rig for ``seconds`` with the gate watching the mic; the user's
+    clip into the mic from ``user_at_s``. Returns (gate, barge-in allowed at any frame)."""
+    rig = open_audio(AudioOptions(input_device="pulse", output_device="pulse"))
+    allowed: list[float] = []
+    await rig.start()
+    t0 = time.monotonic()
+
+    async def watch() -> None:
+        async for f in rig.input.frames():
+            rig.gate.observe_mic(f)
+            if rig.output.is_active() and rig.gate.allows_barge_in():
+                allowed.append(time.monotonic() - t0)
+
+    task = asyncio.create_task(watch())
+    try:
+        rig.output.enqueue("a", speech_like_pcm(LONG_REPLY))
+        if user_wav is not None:
+            await asyncio.sleep(user_at_s)
+            play = await asyncio.create_subprocess_exec(
+                "paplay", "--device=vmic_feed", str(user_wav)
+            )
+            await play.wait()
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - t0)))
+    finally:
+        await rig.stop()
+        await task
+    return rig.gate, allowed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("delay_ms", [40, 80])
+async def test_the_sandbox_echo_path_is_measured_by_the_gate(echo_path: Any, delay_ms: int) -> None:
+    """Issue 15 (6): the sandbox's room at -12 dB and ``delay_ms``: the gate measures both
+    (the mic's own clock offset is part of what it calls delay: one capture block at most),
+    and the echo alone, which the VAD hears as speech, never barges in."""
+    echo_path(db=-12.0, delay_ms=delay_ms)
+    gate, allowed = await _measure_room(2.5)
+    assert gate.coupling_db == pytest.approx(-12.0, abs=1.0)
+    assert gate.echo_delay_s * 1000 == pytest.approx(delay_ms, abs=10)
+    assert not allowed
+
+
+@pytest.mark.timeout(60)
+async def test_gated_cannot_tell_a_voice_at_the_echo_level_from_the_echo(
+    echo_path: Any, tmp_path: Path
+) -> None:
+    """Issue 15 (4b) under ``gated``, documented failing: the user speaking at the level of
+    the echo (-12 dB under the reply) is not let through; a voice well above it is."""
+    echo_path(db=-12.0, delay_ms=40)
+    user = tmp_path / "user.wav"
+    speak = await asyncio.create_subprocess_exec(
+        "bash", str(SANDBOX), "speech", "Wait, stop please.", str(user)
+    )
+    assert await speak.wait() == 0
+    reply_db = 20 * np.log10(np.sqrt(np.mean(speech_like_pcm(LONG_REPLY) ** 2)))
+    voice = read_wav_mono(user)
+    voice_db = 20 * np.log10(np.sqrt(np.mean(voice[np.abs(voice) > 1e-3] ** 2)))
+    at_echo = tmp_path / "at_echo.wav"
+    write_wav_pcm16(at_echo, voice * 10 ** ((reply_db - 12 - voice_db) / 20), ENGINE_RATE)
+    _, allowed = await _measure_room(3.0, at_echo, user_at_s=1.0)
+    assert not allowed  # (b) fails under gated: this is what `aec` is for
+    loud = tmp_path / "loud.wav"
+    write_wav_pcm16(
+        loud, np.clip(voice * 10 ** ((reply_db + 2 - voice_db) / 20), -1, 1), ENGINE_RATE
+    )
+    _, allowed = await _measure_room(3.0, loud, user_at_s=1.0)
+    assert allowed and 1.0 <= allowed[0] <= 1.6
