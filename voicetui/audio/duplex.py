@@ -19,6 +19,9 @@ Without headphones the assistant's own voice comes back through the microphone. 
   in; with an echo path only speech ``margin_db`` above the measured echo does.
   Outputs without a speaker reference (WAV files) fall back to assuming the echo from the
   output level with a coupling learnt by a peak follower, as before.
+* ``aec``: the mic goes through WebRTC's echo canceller (:mod:`voicetui.audio.aec`) first;
+  the gate then works as under ``gated`` on the cleaned signal, where it measures the
+  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
@@ -41,7 +44,12 @@ COUPLING_FLOOR_DB = -80.0  # "no echo path": the coupling measured with headphon
 ECHO_DOMINANT_RHO = 0.5  # correlation above which a window is mostly echo (>= -6 dB of it)
 ANALYSIS_RATE = 8_000  # speech band is enough to find the echo; 3x cheaper than 24 kHz
 CLEAR_EXTRA_DB = 6.0  # over margin_db by this much: a measured gate decides on one frame
-MEASUREMENT_HOLD_S = 1.0  # the coupling is the loudest measurement of the last second
+MEASUREMENT_HOLD_S = 1.0
+ERLE_FRAMES = 150  # aec: the cancellation of the last 3 s of echo-only frames...
+ERLE_MIN_FRAMES = 25  # ...once half a second of them was seen...
+ERLE_PERCENTILE = (
+    5.0  # ...taken at its worst 5 %  # the coupling is the loudest measurement of the last second
+)
 
 
 class EchoReference(Protocol):
@@ -100,6 +108,10 @@ class EchoGate:
         self._mic_offset: float | None = None  # monotonic time of mic sample 0 (smoothed)
         self._since_analysis_s = 0.0
         self._clearly_user = False  # latest frame: speech far above a measured echo
+        # aec: the raw mic's latest level, and cancellation (dB) of recent echo-only frames
+        self._raw_db: float | None = None
+        self._erle: deque[float] = deque(maxlen=ERLE_FRAMES)
+        self.erle_db = 0.0
 
     # ------------------------------------------------------------------ state
     def assistant_audible(self) -> bool:
@@ -150,7 +162,9 @@ class EchoGate:
         self._last_frame_at = time.monotonic()
         self.last_mic_dbfs = frame.rms_dbfs
         measuring = self.reference is not None
-        if measuring:
+        # under aec the echo path is measured on the raw mic (observe_raw), not here
+        cancelled = self.policy is DuplexPolicy.AEC and self._raw_db is not None
+        if measuring and not cancelled:
             self._keep_mic(frame)
         self._clearly_user = False
         if not self.assistant_audible():
@@ -158,12 +172,11 @@ class EchoGate:
             self.last_echo_dbfs = SILENCE_DBFS
             self._since_analysis_s = self._every_s  # measure as soon as it plays again
             return
-        if measuring:
-            self._since_analysis_s += frame.duration_ms / 1000.0
-            if self._since_analysis_s >= self._every_s:
-                self._since_analysis_s = 0.0
-                self._measure(frame.captured_at)
+        if measuring and not cancelled:
+            self._tick_measure(frame)
         echo = self.expected_echo_dbfs(frame)
+        if cancelled and self._raw_db is not None:
+            echo = self._residual_echo_dbfs(echo, self._raw_db, frame.rms_dbfs)
         self.last_echo_dbfs = echo
         over = frame.rms_dbfs - echo
         candidate = bool(frame.speech) and over >= self.margin_db
@@ -189,6 +202,37 @@ class EchoGate:
             else:
                 step = self._release_db_s * frame.duration_ms / 1000.0
                 self.coupling_db = max(target, self.coupling_db - step)
+
+    def observe_raw(self, frame: CaptureFrame) -> None:
+        """Under ``aec``: the microphone before cancellation (called just before
+        :meth:`observe_mic` gets the same frame cleaned). The echo path is measured on it."""
+        self._raw_db = frame.rms_dbfs
+        if self.reference is None:
+            return
+        self._keep_mic(frame)
+        if self.assistant_audible():
+            self._tick_measure(frame)
+        else:
+            self._since_analysis_s = self._every_s
+
+    def _tick_measure(self, frame: CaptureFrame) -> None:
+        self._since_analysis_s += frame.duration_ms / 1000.0
+        if self._since_analysis_s >= self._every_s:
+            self._since_analysis_s = 0.0
+            self._measure(frame.captured_at)
+
+    def _residual_echo_dbfs(self, raw_echo: float, raw_db: float, clean_db: float) -> float:
+        """The echo left after cancellation: the raw echo less the cancellation measured on
+        frames that were only echo (raw mic no louder than its expected echo). A low
+        percentile of recent frames: the canceller lets a transient through now and then."""
+        if raw_echo <= SILENCE_DBFS:
+            return SILENCE_DBFS
+        if self.measurements > 0 and raw_db <= raw_echo + 1.0 and raw_db > AUDIBLE_FLOOR_DBFS:
+            self._erle.append(raw_db - clean_db)
+        if len(self._erle) < ERLE_MIN_FRAMES:
+            return raw_echo  # not measured yet: as strict as gated
+        self.erle_db = float(np.percentile(self._erle, ERLE_PERCENTILE))
+        return raw_echo - max(self.erle_db, 0.0)
 
     def reset(self) -> None:
         """Forget the sustained-speech run (after a barge-in was acted on)."""

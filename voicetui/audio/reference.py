@@ -92,6 +92,38 @@ class SpeakerReference:
         )
         return res
 
+    def index_at(self, t: float) -> int | None:
+        """The index of the sample audible at time ``t`` (None before the first block)."""
+        with self._lock:
+            if self._offset is None or not self.rate:
+                return None
+            return math.floor((t - self._offset) * self.rate)
+
+    def read(self, index: int, n: int) -> Float32Array:
+        """Samples ``index`` .. ``index + n`` at the device rate; zeros where the ring has
+        none (not written yet, or already overwritten)."""
+        out = np.zeros(n, dtype=np.float32)
+        with self._lock:
+            size = len(self._ring)
+            lo, hi = max(index, self._written - size, 0), min(index + n, self._written)
+            if hi > lo:
+                out[lo - index : hi - index] = self._ring[np.arange(lo, hi) % size]
+        return out
+
+    def segment_at(self, t0: float, t1: float, rate: int, n: int) -> Float32Array:
+        """Exactly ``n`` samples at ``rate`` of what was audible between ``t0`` and ``t1``
+        (zeros before the first block): the echo canceller's far-end chunks."""
+        raw = self._raw(t0, t1)
+        if raw is None or not len(raw[0]):
+            return np.zeros(n, dtype=np.float32)
+        x, src_rate = raw
+        if src_rate == rate and len(x) == n:
+            return x
+        # 10 ms chunks: linear interpolation is plenty for a far-end reference
+        pos = np.linspace(0, len(x) - 1, n)
+        out: Float32Array = np.interp(pos, np.arange(len(x)), x).astype(np.float32)
+        return out
+
     def _raw(self, t0: float, t1: float) -> tuple[Float32Array, int] | None:
         with self._lock:
             if self._offset is None or not self.rate:
