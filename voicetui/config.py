@@ -69,6 +69,12 @@ _COMMON_EXTENSION: dict[str, dict[str, Any]] = {
         "description": "scheme://host[:port] replacing the spec's REST base URL (no /v1)",
     },
     "instructions": {"type": "string", "minLength": 1, "description": "system prompt"},
+    "apiKeyCommand": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "minItems": 1,
+        "description": "managed key: argv of a command printing the key (no shell)",
+    },
 }
 
 
@@ -152,6 +158,11 @@ class AppConfig:
             return self.providers[spec_key]
         return provider_defaults(registry().get(spec_key))
 
+    def key_command(self, key: str | None = None) -> tuple[str, ...] | None:
+        """The provider's ``apiKeyCommand`` (managed key), None when it has none."""
+        argv = self.provider_options(key).get("apiKeyCommand")
+        return tuple(str(a) for a in argv) if argv else None
+
     def provider_settings(self, key: str | None = None) -> ProviderSettings:
         """What a provider needs: spec fields, ``baseUrl`` -> ``base_url``, instructions, and
         the provider extras in ``extras``."""
@@ -159,7 +170,9 @@ class AppConfig:
         opts = dict(self.provider_options(spec.key))
         spec_fields = set(spec.config_schema.properties)
         extras = {
-            k: v for k, v in opts.items() if k not in spec_fields | {"baseUrl", "instructions"}
+            k: v
+            for k, v in opts.items()
+            if k not in spec_fields | {"baseUrl", "instructions", "apiKeyCommand"}
         }
         return ProviderSettings(
             spec_key=spec.key,
