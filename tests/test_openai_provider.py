@@ -32,6 +32,7 @@ from voicetui.engine.events import (
     Reconnected,
     Reconnecting,
     SessionEnded,
+    SessionRolledOver,
     SessionWarning,
     StateChanged,
     TurnLatency,
@@ -65,7 +66,11 @@ async def emu() -> AsyncIterator[OpenAIEmulator]:
 
 
 def settings_for(
-    emu: OpenAIEmulator, mode: str = "push_to_talk", max_s: float = 600, **extras: Any
+    emu: OpenAIEmulator,
+    mode: str = "push_to_talk",
+    max_s: float = 600,
+    on_max: str = "rollover",
+    **extras: Any,
 ) -> ProviderSettings:
     extras.setdefault("silenceDurationMs", 300)
     return ProviderSettings(
@@ -77,6 +82,7 @@ def settings_for(
         base_url=emu.base_url,
         instructions="Be brief.",
         extras=extras,
+        on_max_duration=on_max,  # type: ignore[arg-type]
     )
 
 
@@ -559,7 +565,8 @@ async def test_max_duration_warns_then_ends_after_the_reply(
 ) -> None:
     emu.script.turns = [Turn(user_text="Hi.", reply="A reply that is still playing at the cap.")]
     clip = write_clip(tmp_path / "q.wav", 0.2, "Hi there", 8.0)
-    run = Run(emu, tmp_path, settings_for(emu, "server_vad", max_s=2.0), clip, realtime=True)
+    settings = settings_for(emu, "server_vad", max_s=2.0, on_max="end")
+    run = Run(emu, tmp_path, settings, clip, realtime=True)
     started = time.monotonic()
     ended = await run.run()
     took = time.monotonic() - started
@@ -575,6 +582,45 @@ async def test_max_duration_warns_then_ends_after_the_reply(
     assert took < 8.0  # ended well before the input ran out
     stored = read_jsonl(run.store.path_for(run.engine.session_id))
     assert [e["type"] for e in stored][-1] == "SessionEnded"
+
+
+async def test_rollover_continues_past_the_limit_in_seeded_sessions(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """onMaxDuration = rollover (the default): between turns, before the 3 s limit, the
+    engine moves to a new server session seeded with the conversation; every turn is
+    answered, each line once, and the transcript records each rollover."""
+    emu.script.turns = [
+        Turn(user_text="Hi.", reply="Hello to you."),
+        Turn(user_text="And then?", reply="Then we go on."),
+        Turn(user_text="Last one.", reply="Goodbye now."),
+    ]
+    parts = (0.2, "Hi there", 2.4, "And then what", 2.4, "Last one", 2.0)
+    clip = write_clip(tmp_path / "q.wav", *parts)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad", max_s=3.0), clip, realtime=True)
+    ended = await run.run()
+
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    assert run.lines() == [
+        ("user", "Hi."), ("assistant", "Hello to you."),
+        ("user", "And then?"), ("assistant", "Then we go on."),
+        ("user", "Last one."), ("assistant", "Goodbye now."),
+    ]  # fmt: skip
+    rolls = run.of(SessionRolledOver)
+    assert [r.number for r in rolls] == list(range(2, len(rolls) + 2)) and len(rolls) >= 2
+    assert all(r.seeded == "items" for r in rolls)
+    assert len(emu.sessions) == len(rolls) + 1
+    assert not run.of(Reconnecting) and not run.of(SessionWarning)
+    # the last session was seeded with the conversation before it, as text items
+    seeded = [
+        c.get("text")
+        for item in emu.sessions[-1].items.values()
+        if item.get("role") in ("user", "assistant")
+        for c in item.get("content", [])
+    ]
+    assert "Hi." in seeded and "Hello to you." in seeded
+    stored = [e["type"] for e in read_jsonl(run.store.path_for(run.engine.session_id))]
+    assert stored.count("SessionRolledOver") == len(rolls)
 
 
 async def test_gives_up_after_the_reconnect_attempts_with_one_line(

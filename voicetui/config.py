@@ -17,6 +17,7 @@ Layout::
     turnDetection = "push_to_talk"          #   maxSessionDurationSeconds
     baseUrl = "https://api.example.com"     # voicetui: replaces the spec's REST base URL (no /v1)
     instructions = "..."                    # voicetui: system prompt
+    onMaxDuration = "rollover"              # voicetui: at the session limit, rollover | end
     webSearch = true                        # the provider's own options (Provider.options)
 
 Which providers exist, their specs and their own options come from the installed provider
@@ -51,13 +52,21 @@ import tomli_w
 
 from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
-from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
+from voicetui.providers.base import (
+    OnMaxDuration,
+    ProviderOption,
+    ProviderSettings,
+    TurnDetection,
+)
 from voicetui.providers.catalog import catalog_for
 from voicetui.providers.registry import default_provider_key, load_provider
 from voicetui.specs.model import IntegrationSpec
 from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
 
 DEFAULT_THEME = "textual-dark"  # built into Textual, so it always exists
+DEFAULT_ON_MAX_DURATION: OnMaxDuration = "rollover"
+# voicetui's own keys in a provider table (not the spec's, not the provider's extras)
+_OWN_KEYS = frozenset({"baseUrl", "instructions", "apiKeyCommand", "onMaxDuration"})
 DEFAULT_INSTRUCTIONS: str = str(
     next(f.default for f in dataclasses.fields(ProviderSettings) if f.name == "instructions")
 )
@@ -69,6 +78,10 @@ _COMMON_EXTENSION: dict[str, dict[str, Any]] = {
         "description": "scheme://host[:port] replacing the spec's REST base URL (no /v1)",
     },
     "instructions": {"type": "string", "minLength": 1, "description": "system prompt"},
+    "onMaxDuration": {
+        "enum": ["rollover", "end"],
+        "description": "at maxSessionDurationSeconds: continue in a new session, or end",
+    },
     "apiKeyCommand": {
         "type": "array",
         "items": {"type": "string", "minLength": 1},
@@ -169,11 +182,7 @@ class AppConfig:
         spec = registry().get(key or self.provider)
         opts = dict(self.provider_options(spec.key))
         spec_fields = set(spec.config_schema.properties)
-        extras = {
-            k: v
-            for k, v in opts.items()
-            if k not in spec_fields | {"baseUrl", "instructions", "apiKeyCommand"}
-        }
+        extras = {k: v for k, v in opts.items() if k not in spec_fields | _OWN_KEYS}
         return ProviderSettings(
             spec_key=spec.key,
             model=str(opts["model"]),
@@ -183,6 +192,7 @@ class AppConfig:
             base_url=str(opts["baseUrl"]).rstrip("/"),
             instructions=str(opts["instructions"]),
             extras=extras,
+            on_max_duration=cast(OnMaxDuration, opts.get("onMaxDuration", DEFAULT_ON_MAX_DURATION)),
         )
 
     def to_toml(self) -> dict[str, Any]:
@@ -201,6 +211,7 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     out = copy.deepcopy(dict(spec.config_schema.example))
     out["baseUrl"] = spec.rest_base_url
     out["instructions"] = DEFAULT_INSTRUCTIONS
+    out["onMaxDuration"] = DEFAULT_ON_MAX_DURATION
     for name, option in _options(spec).items():
         out[name] = copy.deepcopy(option.default)
     catalog = catalog_for(spec.key)  # current models and a real voice, not the spec's example

@@ -77,6 +77,17 @@ class SessionWarning(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRolledOver(Event):
+    """The conversation moved to a fresh provider session before the session limit, seeded
+    with the conversation so far (``onMaxDuration = "rollover"``); the session clock restarts.
+    ``number`` counts provider sessions (2 = the first rollover)."""
+
+    number: int
+    after_s: float  # how long the previous provider session ran
+    seeded: str  # how the new session knows the history: "items", "summary", "conversation"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnded(Event):
     reason: str  # one line for the user: "max session duration reached (600 s)", "ended by user"
     code: Literal["user", "max_duration", "error", "provider_closed", "input_finished"] = "user"
@@ -215,6 +226,7 @@ class ErrorEvent(Event):
 # The events the transcript store writes (and fsyncs) as they arrive.
 FINAL_EVENTS: tuple[type[Event], ...] = (
     SessionStarted,
+    SessionRolledOver,
     SessionEnded,
     TurnLatency,
     AssistantTextFinal,

@@ -60,6 +60,7 @@ from voicetui.engine.events import (
     Reconnected,
     Reconnecting,
     SessionEnded,
+    SessionRolledOver,
     SessionStarted,
     SessionWarning,
     State,
@@ -71,6 +72,7 @@ from voicetui.engine.events import (
     UserTranscript,
 )
 from voicetui.engine.replies import ReplyLedger
+from voicetui.engine.rollover import RolloverClock
 from voicetui.engine.tasks import cancel_and_wait
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
@@ -197,6 +199,7 @@ class ConversationEngine:
         self._end_reason = "ended by user"
         self._end_code: EndCode = "user"
         self._ended: SessionEnded | None = None
+        self._rollover = RolloverClock(settings.max_session_duration_s)
 
     # --- read-only properties (cheap; safe to poll from the UI) ------------------------
 
@@ -588,8 +591,9 @@ class ConversationEngine:
             ):
                 self._set_state(State.ASSISTANT_SPEAKING, "reply playing")
 
-            # the session clock
-            if self._started_at is not None and max_s > 0:
+            # the session clock (past the limit in a new provider session, or to the end)
+            rolls_over = await self._roll_over_when_due(now, busy)
+            if not rolls_over and self._started_at is not None and max_s > 0:
                 elapsed = now - self._started_at
                 if not self._warned and elapsed >= WARN_FRACTION * max_s:
                     self._warned = True
@@ -629,6 +633,46 @@ class ConversationEngine:
                     self._emit(ErrorEvent(message="gave up waiting for the reply", code="timeout"))
                     self._request_end("input finished; no reply came", "input_finished")
                     return
+
+    async def _roll_over_when_due(self, now: float, busy: bool) -> bool:
+        """``onMaxDuration = "rollover"``: renew the provider session between turns before
+        the limit (see :mod:`voicetui.engine.rollover`). False when the limit ends the
+        session instead (policy ``end``, a provider that cannot renew, a failed renewal)."""
+        session = self._session
+        renew = getattr(session, "renew", None)
+        if (
+            self._settings.on_max_duration != "rollover"
+            or not callable(renew)
+            or self._rollover.failed
+            or self._closing_input
+        ):
+            return False
+        if self._started_at is None:
+            return True
+        elapsed = now - self._started_at
+        if not self._rollover.due(elapsed, busy=busy or self._replies.busy()):
+            return True
+        log.info("renewing the provider session after %.1f s (session limit)", elapsed)
+        try:
+            seeded = str(await renew())
+        except ProviderError as exc:
+            self._rollover.failed = True
+            log.warning("session rollover failed: %s", exc)
+            self._emit(
+                SessionWarning(
+                    message=f"could not continue in a new session ({exc}); "
+                    "the session ends at its limit",
+                    code="rollover_failed",
+                )
+            )
+            return False
+        self._rollover.sessions += 1
+        self._started_at = time.monotonic()  # the session clock restarts
+        self._warned = False
+        self._emit(
+            SessionRolledOver(number=self._rollover.sessions, after_s=elapsed, seeded=seeded)
+        )
+        return True
 
     def _rest_state(self) -> State:
         if self._talking or self._user_speaking:

@@ -28,6 +28,7 @@ from voicetui.engine.replies import Reply, ReplyLedger
 from voicetui.specs.model import SpecSource
 
 TurnDetection = Literal["server_vad", "push_to_talk"]
+OnMaxDuration = Literal["rollover", "end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class ProviderSettings:
         "with no markdown."
     )
     extras: Mapping[str, Any] = field(default_factory=dict)  # provider-specific options
+    # at max_session_duration_s: continue in a fresh, seeded provider session, or end
+    on_max_duration: OnMaxDuration = "rollover"
 
 
 class ProviderError(Exception):
@@ -118,6 +121,19 @@ class ProviderSession(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class RenewableSession(ProviderSession, Protocol):
+    """A session that can continue the conversation in a fresh provider session (the
+    session-limit rollover, :mod:`voicetui.engine.rollover`). Optional: the engine ends at
+    the limit when a provider does not implement it."""
+
+    async def renew(self) -> str:
+        """Between turns: open a new provider session seeded with the conversation so far,
+        then retire the old one, so no audio or transcript line is lost. Returns how it was
+        seeded (``"items"``, ``"summary"``, ``"conversation"``); raises
+        :class:`ProviderError` when it could not (the old session is still usable then)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class Listener:
         self._closing = False
         self._ready = asyncio.Event()
         self.audio_bytes_sent = 0
+        self._renew_audio: list[bytes] | None = None  # frames sent while renewing
 
     @property
     def closing(self) -> bool:
@@ -72,6 +73,36 @@ class Listener:
 
     async def open(self) -> None:
         """Connect (raises ProviderError; ``key_rejected`` for a 401 at the handshake)."""
+        self._conn = await self._connect()
+        self._ready.set()
+
+    async def renew(self) -> None:
+        """Session rollover: a new transcription socket replaces the open one. It is opened
+        first and the old one closed after the switch, so every frame reaches one of them;
+        the receive loop moves to the new socket by itself."""
+        self._renew_audio = []
+        try:
+            new = await self._connect()
+            sent = 0
+            while sent < len(self._renew_audio):  # what the old socket got meanwhile
+                chunk = self._renew_audio[sent]
+                for offset in range(0, len(chunk), APPEND_MAX_BYTES):
+                    await new.send_audio(chunk[offset : offset + APPEND_MAX_BYTES])
+                sent += 1
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise classify(exc, what="opening the transcription socket") from exc
+        finally:
+            self._renew_audio = None
+        # no await from the last replayed frame to here: nothing falls between the sockets
+        old, self._conn = self._conn, new
+        self._ready.set()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+
+    async def _connect(self) -> RealtimeConnection:
         from mistralai.client.models import AudioFormat
 
         turn_detection: dict[str, Any] | None = None
@@ -80,7 +111,7 @@ class Listener:
         try:
             # every session field goes in the one session.update the SDK sends right after
             # session.created, before any audio: the service refuses changes after audio starts
-            self._conn = await self._client.audio.realtime.connect(
+            return await self._client.audio.realtime.connect(
                 model=self._opt.model,
                 audio_format=AudioFormat(encoding="pcm_s16le", sample_rate=self._opt.sample_rate),
                 timeout_ms=self._opt.timeout_ms,
@@ -91,13 +122,14 @@ class Listener:
             raise
         except Exception as exc:
             raise classify(exc, what="opening the transcription socket") from exc
-        self._ready.set()
 
     async def send(self, pcm_bytes: bytes) -> None:
         """Append audio; silently dropped while reconnecting (the session replays the turn)."""
         conn = self._conn
         if conn is None or conn.is_closed or not self._ready.is_set():
             return
+        if self._renew_audio is not None:
+            self._renew_audio.append(pcm_bytes)  # the new socket hears it too
         try:
             for offset in range(0, len(pcm_bytes), APPEND_MAX_BYTES):
                 await conn.send_audio(pcm_bytes[offset : offset + APPEND_MAX_BYTES])
@@ -123,11 +155,15 @@ class Listener:
             reason = "the transcription socket closed"
             try:
                 async for event in conn:
+                    if self._conn is not conn:
+                        break  # renewed: the old socket's last events are not ours
                     attempt = 0
                     await self._on_event(event)
                 reraise_if_cancelling()
                 if self.closing:
                     return
+                if self._conn is not conn:
+                    continue  # renewed (session rollover): receive from the new socket
             except asyncio.CancelledError:
                 raise
             except ProviderError:
@@ -135,6 +171,8 @@ class Listener:
             except Exception as exc:
                 if self.closing:
                     return
+                if self._conn is not conn:
+                    continue  # renewed (session rollover): receive from the new socket
                 reason = str(classify(exc, what="listening"))
                 self._log.warning("transcription socket dropped: %s", reason)
             self._ready.clear()

@@ -326,6 +326,17 @@ class MistralSession:
         """Interrupt key: stop the reply now."""
         await self._interrupt_reply("user_key")
 
+    async def renew(self) -> str:
+        """Session rollover (the engine calls it between turns, before the session limit):
+        a new realtime transcription socket replaces the old one; the agent conversation
+        continues under the same ``conversation_id``, which keeps the history on the
+        service, so there is nothing to replay."""
+        if self._closed or self.listener is None:
+            raise ProviderError("the Mistral session is not connected", code="protocol")
+        await self.listener.renew()
+        self.log.info("transcription socket renewed; conversation %s", self.conversation_id)
+        return "conversation"
+
     async def close(self) -> None:
         """Cancel the reply, let pending relabels land (briefly), close the sockets."""
         if self._closed:

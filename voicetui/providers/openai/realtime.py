@@ -50,6 +50,7 @@ from voicetui.engine.events import (
     UserTranscript,
 )
 from voicetui.engine.replies import Reply
+from voicetui.engine.rollover import seed_messages
 from voicetui.providers.base import (
     ProviderError,
     ProviderOption,
@@ -253,6 +254,7 @@ class OpenAIRealtimeSession:
         self._turn_audio: list[str] = []  # base64 frames of the last push-to-talk turn
         self._user_speaking = False  # server VAD: between speech started and stopped
         self.session_ids: list[str] = []  # server session ids, one per socket
+        self._renew_audio: list[str] | None = None  # mic frames sent while renewing
 
     # --- ProviderSession ------------------------------------------------------------------
 
@@ -288,6 +290,8 @@ class OpenAIRealtimeSession:
             except ConnectionClosedOK:
                 if self._is_closing():
                     return
+                if self._conn is not conn and self._conn is not None:
+                    continue  # renewed (session rollover): receive from the new socket
                 planned, expired = self._rolling_over, self._expired
                 self._rolling_over = self._expired = False
                 if planned:  # we closed it: a fresh session before the service's cap
@@ -300,6 +304,8 @@ class OpenAIRealtimeSession:
             except (ConnectionClosed, OSError) as exc:
                 if self._is_closing():
                     return
+                if self._conn is not conn and self._conn is not None:
+                    continue  # renewed (session rollover): receive from the new socket
                 reason = _close_reason(exc)
                 self.log.warning("OpenAI socket dropped: %s", reason)
                 await self._reconnect(reason)
@@ -312,6 +318,8 @@ class OpenAIRealtimeSession:
         pcm = np.asarray(frame.pcm, dtype="<i2")
         self._turn_samples += len(pcm)
         payload = base64.b64encode(pcm.tobytes()).decode("ascii")
+        if self._renew_audio is not None:
+            self._renew_audio.append(payload)  # the new session hears it too
         if self._talking:
             self._turn_audio.append(payload)  # kept until transcribed: a drop may lose it
         await self._send({"type": "input_audio_buffer.append", "audio": payload}, quiet=True)
@@ -544,6 +552,78 @@ class OpenAIRealtimeSession:
             code="network",
         )
 
+    async def renew(self) -> str:
+        """Session rollover (the engine calls it between turns, before the session limit):
+        open a new server session, configure it, replay the conversation so far as text
+        items (or a summary when over the provider's ``seed_budget_chars``), then switch to
+        it and close the old one. Mic frames sent meanwhile go to both, so the new session
+        misses nothing. Raises :class:`ProviderError`; the old session is untouched then."""
+        from openai import AsyncOpenAI
+
+        old = self._conn
+        if old is None or self._closing:
+            raise ProviderError("not connected to OpenAI", code="network", retryable=True)
+        history = [(role, text) for role, _key, text in self._history]
+        messages, how = seed_messages(history, self._provider.seed_budget_chars)
+        events: list[dict[str, Any]] = [
+            {
+                "type": "session.update",
+                "event_id": self._eid(),
+                "session": session_config(self.settings, server_interrupts=self._server_interrupts),
+            }
+        ]
+        for message in messages:
+            part = "output_text" if message.role == "assistant" else "input_text"
+            events.append(
+                {
+                    "type": "conversation.item.create",
+                    "event_id": self._eid(),
+                    "item": {
+                        "type": "message",
+                        "role": message.role,
+                        "content": [{"type": part, "text": message.text}],
+                    },
+                }
+            )
+        self._renew_audio = []
+        try:
+            client = AsyncOpenAI(
+                api_key=self.ctx.api_key, base_url=self.settings.base_url + "/v1", max_retries=0
+            )
+            manager = client.realtime.connect(model=self.settings.model)
+            try:
+                new = await asyncio.wait_for(manager.enter(), self._provider.connect_timeout_s)
+            except Exception as exc:
+                raise _handshake_error(exc, self.settings) from None
+            try:
+                for event in events:
+                    await new.send_raw(json.dumps(event))
+                sent = 0
+                while sent < len(self._renew_audio):  # frames keep coming while we send
+                    payload = self._renew_audio[sent]
+                    await new.send_raw(
+                        json.dumps({"type": "input_audio_buffer.append", "audio": payload})
+                    )
+                    sent += 1
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(new.close(), 1.0)
+                raise ProviderError(
+                    f"the new OpenAI session did not start: {_close_reason(exc)}",
+                    code="network",
+                    retryable=True,
+                ) from None
+        finally:
+            self._renew_audio = None
+        # no await from the last replayed frame to here: nothing falls between the sockets
+        self._conn = new
+        self._expires_at = None  # the new session.created brings its own
+        self._watch_expiry()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.close(), 1.0)
+        self.log.info("session renewed (%s, %d messages seeded)", how, len(messages))
+        return how
+
     def _backoff(self, attempt: int) -> float:
         """Exponential from the base, capped at 4x, with up to 25 % jitter."""
         base = self._provider.reconnect_base_delay_s
@@ -639,6 +719,8 @@ class OpenAIRealtimeSession:
             self.session_ids.append(str(sid))
         expires = getattr(session, "expires_at", None)
         self._expires_at = float(expires) if isinstance(expires, int | float) else None
+        if self._rollover is None or self._rollover.done():
+            self._watch_expiry()  # a renewed session: watch its own cap
 
     async def _on_session_updated(self, event: Any) -> None:
         return None
@@ -925,11 +1007,15 @@ class OpenAIRealtimeProvider:
         max_reconnect_attempts: int = 5,
         connect_timeout_s: float = 15.0,
         rollover_margin_s: float = 30.0,
+        seed_budget_chars: int = 24_000,
     ) -> None:
         self.reconnect_base_delay_s = reconnect_base_delay_s
         self.rollover_margin_s = rollover_margin_s
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
+        # conversation text replayed into a renewed session (~6k tokens of the 32k context);
+        # beyond it the oldest part is condensed (voicetui.engine.rollover.seed_messages)
+        self.seed_budget_chars = seed_budget_chars
 
     @property
     def source(self) -> SpecSource:

@@ -1,0 +1,96 @@
+"""Conversations past the session limit: when to roll over, and what to seed the new session with.
+
+With ``onMaxDuration = "rollover"`` the engine does not end at ``maxSessionDurationSeconds``:
+in the last part of the session (the *window*, a quarter of the limit, at most a minute) it
+waits for a quiet moment between turns — no reply generating or playing, the user not
+speaking, no push-to-talk key down — and asks the provider session to :meth:`renew` itself
+(:class:`voicetui.providers.base.RenewableSession`): a new provider session, seeded with the
+conversation so far, replaces the old one. The session clock then restarts. Nothing is ever
+cut mid-reply: if the limit passes while a turn is in progress, the rollover waits for its end.
+
+Seeding is the provider's business (Mistral keeps the history on the service under the same
+``conversation_id``); for a provider that replays the conversation as items,
+:func:`seed_messages` bounds what is replayed by a character budget, condensing the oldest
+part into one summary message when the whole would not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+WINDOW_FRACTION = 0.25  # the rollover window: the last quarter of the limit...
+MAX_WINDOW_S = 60.0  # ...but at most the last minute
+SUMMARY_LINE_CHARS = 160  # each condensed line keeps at most this much of its text
+
+Role = Literal["user", "assistant", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class SeedMessage:
+    role: Role
+    text: str
+
+
+def window_s(max_s: float) -> float:
+    """How long before the limit the engine starts looking for a quiet moment."""
+    return min(max_s * WINDOW_FRACTION, MAX_WINDOW_S)
+
+
+@dataclass(slots=True)
+class RolloverClock:
+    """Decides when the engine renews the provider session (times in seconds).
+
+    ``failed`` is set when a renewal did not work: the engine then falls back to the old
+    behaviour (warning, then a clean end at the limit) for the rest of the session.
+    """
+
+    max_s: float
+    sessions: int = 1  # provider sessions so far
+    failed: bool = False
+
+    def due(self, elapsed_s: float, *, busy: bool) -> bool:
+        """True when the engine should renew now: inside the window and between turns."""
+        if self.failed or self.max_s <= 0 or busy:
+            return False
+        return elapsed_s >= self.max_s - window_s(self.max_s)
+
+
+def seed_messages(
+    history: Sequence[tuple[str, str]], budget_chars: int
+) -> tuple[list[SeedMessage], Literal["items", "summary"]]:
+    """The messages that re-create ``history`` (``(role, text)``, oldest first) on a new
+    session: all of it when it fits in ``budget_chars``; otherwise the newest messages that
+    fit in half the budget verbatim, preceded by one system message condensing the older
+    ones (each cut to :data:`SUMMARY_LINE_CHARS`, the oldest dropped first when even the
+    condensed lines do not fit)."""
+    entries = [
+        SeedMessage("assistant" if role == "assistant" else "user", text.strip())
+        for role, text in history
+        if text.strip()
+    ]
+    if sum(len(m.text) for m in entries) <= budget_chars:
+        return entries, "items"
+    recent: list[SeedMessage] = []
+    used = 0
+    for message in reversed(entries):
+        if used + len(message.text) > budget_chars // 2:
+            break
+        recent.insert(0, message)
+        used += len(message.text)
+    older = entries[: len(entries) - len(recent)]
+    head = "Summary of the earlier conversation (condensed):"
+    lines: list[str] = []
+    room = budget_chars - used - len(head)
+    for message in reversed(older):  # newest of the old first: those matter most
+        text = message.text
+        if len(text) > SUMMARY_LINE_CHARS:
+            text = text[: SUMMARY_LINE_CHARS - 1].rstrip() + "…"
+        line = f"- {'User' if message.role == 'user' else 'Assistant'}: {text}"
+        if len(line) + 1 > room:
+            break
+        lines.insert(0, line)
+        room -= len(line) + 1
+    summary = SeedMessage("system", "\n".join([head, *lines]))
+    return [summary, *recent], "summary"
