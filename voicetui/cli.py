@@ -193,7 +193,12 @@ def _cmd_specs(args: argparse.Namespace) -> int:
     if args.specs_command == "docs":
         from voicetui.specs.docs import write_docs
 
-        for path in write_docs(args.out, reg):
+        try:
+            written = write_docs(args.out, reg)
+        except OSError as err:
+            _err(f"cannot write the docs into {args.out}: {_os_reason(err)}")
+            return EXIT_FAIL
+        for path in written:
             print(path)
         return EXIT_OK
     spec = reg.get(args.provider)
@@ -465,6 +470,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err(str(err))
         return code
+
+
+def _os_reason(err: OSError) -> str:
+    """One line for a refused file operation ("not a directory", "disk full", ...)."""
+    from voicetui import fileio
+
+    if isinstance(err, fileio.UnsafePath):
+        return str(err.strerror)
+    return fileio.reason(err)
 
 
 def _known_error_code(err: BaseException) -> int | None:

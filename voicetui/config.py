@@ -33,12 +33,9 @@ never truncated or lost.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +46,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import tomli_w
 
-from voicetui import paths
+from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
 from voicetui.providers.registry import default_provider_key, load_provider
@@ -501,22 +498,10 @@ def update_config(
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # one helper for every file the app writes: follows a symlink, refuses a device/FIFO
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # fsync the directory so the rename itself survives a crash
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        fileio.atomic_write(path, data, 0o600)
+    except fileio.UnsafePath as err:
+        raise ConfigError(str(err.strerror), path=path) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot save: {fileio.reason(err)}", path=path) from None

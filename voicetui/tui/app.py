@@ -480,9 +480,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
+    from voicetui import fileio
+
+    fileio.atomic_write(path, text.encode("utf-8"), 0o600)
 
 
 def run(config_path: Path | None) -> int:
