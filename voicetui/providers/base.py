@@ -74,7 +74,9 @@ class SessionContext:
     # turns instead of rewriting the earlier ones (``u1`` of the second session is not
     # ``u1`` of the first).
     session_id: str = ""
-    _turn_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _turn_numbers: Iterator[int] = field(
+        default_factory=lambda: itertools.count(1), init=False, repr=False
+    )
 
     def new_turn_id(self, prefix: str) -> str:
         """A turn or reply id unique across sessions: ``<session id>/<prefix><n>``."""
