@@ -85,7 +85,11 @@ class SessionContext:
 
 
 class ProviderSession(Protocol):
-    """One live conversation with a provider. All methods run on the engine's event loop."""
+    """One live conversation with a provider. All methods run on the engine's event loop.
+
+    Turn and reply ids in events must be unique across sessions (the console appends rows by
+    id): take them from ``ctx.new_turn_id(prefix)``, or use ids the service makes unique.
+    """
 
     async def connect(self) -> None:
         """Open the connection(s); raise :class:`ProviderError` (``key_rejected`` on 401)."""
