@@ -12,13 +12,14 @@ credible lifetime can be read, the documented cap is used; a session never renew
 :data:`RENEW_FLOOR_S` after it started.
 
 Reconnects (planned or not) go through :class:`ReconnectPacer`: exponential backoff over
-consecutive failures (a session that dies young counts as one), and at most
-``per_window`` attempts in any ``window_s`` whatever the server says.
+consecutive failures (a session that dies young counts as one) with up to 25 % jitter, and
+at most ``per_window`` attempts in any ``window_s`` whatever the server says.
 """
 
 from __future__ import annotations
 
 import email.utils
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,13 @@ def server_lifetime_s(conn: Any, expires_at: float | None) -> float | None:
     return lifetime if 0 < lifetime <= 2 * MAX_SESSION_S else None
 
 
+def backoff_s(base_s: float, failures: int, cap_s: float, jitter: float = 0.25) -> float:
+    """``base * 2**failures``, capped, times ``1 + up to jitter`` (so many clients do not
+    retry in step)."""
+    delay: float = min(base_s * 2**failures, cap_s) * (1.0 + random.uniform(0.0, jitter))
+    return delay
+
+
 def renewal_schedule(lifetime_s: float | None, margin_s: float) -> tuple[float, float]:
     """``(renew_after, hard_limit)`` in seconds from the session's start: try to renew at a
     quiet moment from ``renew_after`` on, and no later than ``hard_limit``. The margin shrinks
@@ -67,17 +75,18 @@ class ReconnectPacer:
     cap_s: float = 4.0
     per_window: int = 5
     window_s: float = 60.0
+    jitter: float = 0.25  # backoff x (1 + up to this), so many clients do not retry in step
     failures: int = 0  # consecutive: failed attempts, and reconnected sessions that died young
     _attempts: deque[float] = field(default_factory=deque)  # monotonic starts, last window
     _reconnected = False  # the current session came from a reconnect
 
     def delay_s(self, now: float, *, planned: bool) -> float:
         """The wait before an attempt at ``now``: none for a planned renewal with no failure
-        behind it, else ``base * 2**failures`` (capped); and at least as long as it takes for
-        the attempts of the last ``window_s`` to number fewer than ``per_window``."""
+        behind it, else ``base * 2**failures`` (capped, plus jitter); and at least as long as it
+        takes for the attempts of the last ``window_s`` to number fewer than ``per_window``."""
         backoff = 0.0
         if not planned or self.failures:
-            backoff = min(self.base_s * 2**self.failures, self.cap_s)
+            backoff = backoff_s(self.base_s, self.failures, self.cap_s, self.jitter)
         while self._attempts and now - self._attempts[0] >= self.window_s:
             self._attempts.popleft()
         window_wait = 0.0
