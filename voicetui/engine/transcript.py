@@ -127,7 +127,7 @@ class JsonlWriter:
         sink = self._appender.path
         try:
             if self._appender.failure is None:
-                os.replace(sink, self._target)
+                fileio.replace_with(sink, self._target)
                 return
         except OSError as exc:
             self._appender.failure = f"transcript not saved: {fileio.reason(exc)} at {self.path}"
@@ -159,6 +159,7 @@ class TranscriptStore:
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
         self._writer: JsonlWriter | None = None
+        self._last: JsonlWriter | None = None
         self.session_id: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.failure: str | None = None
@@ -193,14 +194,16 @@ class TranscriptStore:
 
     @property
     def unsaved(self) -> list[bytes]:
-        """The open session's lines the disk refused (see :class:`JsonlWriter`)."""
-        return self._writer.unsaved if self._writer is not None else []
+        """The last session's lines the disk refused (see :class:`JsonlWriter`), so the
+        user can still export them elsewhere."""
+        writer = self._writer or self._last
+        return writer.unsaved if writer is not None else []
 
     def close(self) -> None:
         """Queue the close of the open session (does not wait: see :meth:`wait`)."""
         if self._writer is not None:
             self._writer.close()
-            self._writer = None
+            self._last, self._writer = self._writer, None
 
     def wait(self, timeout: float | None = 10.0) -> bool:
         """Block until everything queued so far is written (never call on the event loop)."""
