@@ -82,3 +82,7 @@ async def test_the_engine_says_once_when_the_transcript_cannot_be_written(
     assert storage[0].message.startswith("transcript not saved: ")
     assert not storage[0].fatal  # the conversation goes on
     assert store.unsaved, "the refused lines are kept in memory"
+    # and an export (what the console offers) still has the whole session
+    markdown = TranscriptStore(blocker / "transcripts").export_markdown(engine.session_id)
+    assert f"# Conversation {engine.session_id}" in markdown
+    assert "*Session ended:" in markdown
