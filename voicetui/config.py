@@ -52,6 +52,7 @@ import tomli_w
 from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
+from voicetui.providers.catalog import catalog_for
 from voicetui.providers.registry import default_provider_key, load_provider
 from voicetui.specs.model import IntegrationSpec
 from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
@@ -68,6 +69,12 @@ _COMMON_EXTENSION: dict[str, dict[str, Any]] = {
         "description": "scheme://host[:port] replacing the spec's REST base URL (no /v1)",
     },
     "instructions": {"type": "string", "minLength": 1, "description": "system prompt"},
+    "apiKeyCommand": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "minItems": 1,
+        "description": "managed key: argv of a command printing the key (no shell)",
+    },
 }
 
 
@@ -142,6 +149,7 @@ class AppConfig:
     audio: AudioSettings = field(default_factory=AudioSettings)
     theme: str = DEFAULT_THEME
     from_file: bool = False  # False when the file did not exist (all defaults)
+    warnings: tuple[str, ...] = ()  # one line each: deprecated models still configured
 
     def provider_options(self, key: str | None = None) -> Mapping[str, Any]:
         """Every option of a provider (key or alias; default: the selected one)."""
@@ -150,6 +158,11 @@ class AppConfig:
             return self.providers[spec_key]
         return provider_defaults(registry().get(spec_key))
 
+    def key_command(self, key: str | None = None) -> tuple[str, ...] | None:
+        """The provider's ``apiKeyCommand`` (managed key), None when it has none."""
+        argv = self.provider_options(key).get("apiKeyCommand")
+        return tuple(str(a) for a in argv) if argv else None
+
     def provider_settings(self, key: str | None = None) -> ProviderSettings:
         """What a provider needs: spec fields, ``baseUrl`` -> ``base_url``, instructions, and
         the provider extras in ``extras``."""
@@ -157,7 +170,9 @@ class AppConfig:
         opts = dict(self.provider_options(spec.key))
         spec_fields = set(spec.config_schema.properties)
         extras = {
-            k: v for k, v in opts.items() if k not in spec_fields | {"baseUrl", "instructions"}
+            k: v
+            for k, v in opts.items()
+            if k not in spec_fields | {"baseUrl", "instructions", "apiKeyCommand"}
         }
         return ProviderSettings(
             spec_key=spec.key,
@@ -188,6 +203,9 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     out["instructions"] = DEFAULT_INSTRUCTIONS
     for name, option in _options(spec).items():
         out[name] = copy.deepcopy(option.default)
+    catalog = catalog_for(spec.key)  # current models and a real voice, not the spec's example
+    if catalog is not None:
+        out.update(catalog.defaults)
     return out
 
 
@@ -346,6 +364,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     )
 
     providers: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
     tables = doc.get("providers", {})
     for name, table in tables.items():
         if name not in reg:
@@ -371,6 +390,11 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
             if problem:
                 raise _error(path, text, (*where, "baseUrl"), problem)
         providers[spec.key] = merged
+        catalog = catalog_for(spec.key)
+        for life in catalog.lifecycle_problems(merged) if catalog else ():
+            if life.status == "retired":
+                raise _error(path, text, (*where, life.option), life.message)
+            warnings.append(f"{path}: {_dotted((*where, life.option))}: {life.message}")
     theme = doc.get("theme", DEFAULT_THEME)
     return AppConfig(
         path=path,
@@ -379,6 +403,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
         audio=audio,
         theme=theme,
         from_file=from_file,
+        warnings=tuple(warnings),
     )
 
 

@@ -1,7 +1,8 @@
 """BYOK key store on the OS keyring (service ``voicetui``, username = spec key).
 
-* The provider's env var (``SpecSource.api_key_env``, e.g. ``<NAME>_API_KEY``) overrides
-  the keyring.
+* Precedence: the provider's env var (``SpecSource.api_key_env``, e.g. ``<NAME>_API_KEY``)
+  > the provider table's ``apiKeyCommand`` (managed mode, :mod:`voicetui.keycommand`)
+  > the keyring.
 * Keys are validated against the spec's ``secretSchema`` (plus: non-empty, one token).
 * No plaintext fallback: the fail/null backends and keyrings.alt's file backends are refused;
   any keyring error becomes :class:`KeyringUnavailable`, one line saying what to do.
@@ -14,18 +15,22 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 import jsonschema
 
 from voicetui import logs
+from voicetui.keycommand import KeyCommandCache, KeyCommandFailed
 from voicetui.specs.registry import registry
+
+__all__ = ["KeyCommandFailed", "KeyStore", "KeyringUnavailable", "ResolvedKey", "mask"]
 
 SERVICE = "voicetui"
 MAX_KEY_LENGTH = 1024  # far beyond any real key; stops a whole pasted file being stored
-KeySource = Literal["keyring", "environment", "none"]
+KeySource = Literal["keyring", "environment", "command", "none"]
+PRECEDENCE = "environment > command > keyring"
 
 
 class KeyringUnavailable(RuntimeError):
@@ -58,6 +63,11 @@ class ResolvedKey:
     @property
     def masked(self) -> str:
         return mask(self.value)
+
+    @property
+    def mode(self) -> str:
+        """The spec's supported mode in use: ``managed`` (a command) or ``byok``."""
+        return "managed" if self.source == "command" else "byok"
 
 
 def key_problem(key: str) -> str | None:
@@ -128,6 +138,7 @@ class KeyStore:
     def __init__(self, *, service: str = SERVICE, environ: Mapping[str, str] | None = None):
         self.service = service
         self._environ = environ
+        self._commands = KeyCommandCache()
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -136,17 +147,29 @@ class KeyStore:
     def env_var(self, provider: str) -> str:
         return registry().api_key_env(provider)
 
-    def get(self, provider: str) -> ResolvedKey:
-        """The key in use for ``provider``. Raises :class:`KeyringUnavailable` only when the
-        environment has none and the keyring cannot be read."""
+    def get(self, provider: str, command: Sequence[str] | None = None) -> ResolvedKey:
+        """The key in use for ``provider``: environment > ``command`` (the provider table's
+        ``apiKeyCommand``) > keyring. Raises :class:`KeyCommandFailed` when the command
+        fails, :class:`KeyringUnavailable` when the keyring is needed and cannot be read."""
         env_value = self.environ.get(self.env_var(provider), "").strip()
         if env_value:
             logs.register_secret(env_value)
             return ResolvedKey(env_value, "environment")
+        if command:
+            spec_key = registry().resolve(provider)
+            return ResolvedKey(self._commands.get(spec_key, command), "command")
         stored = self.get_stored(provider)
         if stored:
             return ResolvedKey(stored, "keyring")
         return ResolvedKey(None, "none")
+
+    def refresh(self, provider: str, command: Sequence[str] | None = None) -> ResolvedKey:
+        """After the service rejected the key: run the command again (the key may have been
+        rotated in the secret manager); other sources are returned as they are."""
+        if command and not self.environ.get(self.env_var(provider), "").strip():
+            spec_key = registry().resolve(provider)
+            return ResolvedKey(self._commands.refresh(spec_key, command), "command")
+        return self.get(provider, command)
 
     def get_stored(self, provider: str) -> str | None:
         """The key in the keyring, ignoring the environment."""

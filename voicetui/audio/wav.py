@@ -31,7 +31,7 @@ import numpy as np
 
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.framing import FrameBuilder
-from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, JitterBuffer
+from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, ITEM_END, JitterBuffer
 from voicetui.audio.level import SILENCE_DBFS, rms_dbfs_float
 from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, Float32Array, Int16Array
 from voicetui.audio.resample import resample_once, to_float32, to_int16
@@ -336,6 +336,7 @@ class WavOutput:
         self._file: AtomicFile | None = None
         self._pacer: asyncio.Task[None] | None = None
         self._on_first_audio: Callable[[str, float], None] | None = None
+        self._on_played: Callable[[str, float], None] | None = None
         self._on_error: ErrorCallback | None = None
         self._written: OrderedDict[str, int] = OrderedDict()  # fast mode: frames per item
         self._current: str | None = None
@@ -441,6 +442,11 @@ class WavOutput:
     def set_on_first_audio(self, callback: Callable[[str, float], None] | None) -> None:
         self._on_first_audio = callback
 
+    def set_on_played(self, callback: Callable[[str, float], None] | None) -> None:
+        """Real time: ``callback(item_id, t)`` when an item's queued audio has all played
+        (fast mode writes at once, so there is nothing to wait for)."""
+        self._on_played = callback
+
     @property
     def level_dbfs(self) -> float:
         if self.realtime:
@@ -480,5 +486,8 @@ class WavOutput:
             for kind, item, t in self._jb.take_events():
                 if kind == FIRST_AUDIO and self._on_first_audio is not None:
                     self._on_first_audio(item, t)
-                elif kind == DRAINED and not self._jb.is_active():
-                    self._idle.set()
+                elif kind in (DRAINED, ITEM_END):
+                    if kind == DRAINED and not self._jb.is_active():
+                        self._idle.set()
+                    if self._on_played is not None:
+                        self._on_played(item, t)

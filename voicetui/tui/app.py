@@ -432,6 +432,12 @@ class VoiceTuiApp(App[int]):
 
         self.push_screen(HealthScreen())
 
+    def open_doctor(self) -> None:
+        """Show the doctor screen (every check of ``voicetui doctor``, live)."""
+        from voicetui.tui.screens.doctor import DoctorScreen
+
+        self.push_screen(DoctorScreen())
+
     def open_theme_picker(self) -> None:
         """Show the theme picker (live preview)."""
         from voicetui.tui.screens.theme_picker import ThemePickerScreen

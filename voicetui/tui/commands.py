@@ -55,6 +55,7 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
                 partial(app.update_provider_settings, active, {"turnDetection": mode}),
             )
         )
+    commands += _model_commands(app, active)
     for voice in app.voices.get(active, []):
         commands.append(
             PaletteCommand(
@@ -85,6 +86,9 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
             "Health check", "check every provider's key and reachability", app.open_health
         ),
         PaletteCommand(
+            "Doctor", "check devices, microphone, keys, models and voices", app.open_doctor
+        ),
+        PaletteCommand(
             "Export transcript", "write this conversation as Markdown", app.export_transcript
         ),
         PaletteCommand(
@@ -97,6 +101,31 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
         ),
     ]
     return commands
+
+
+def _model_commands(app: VoiceTuiApp, active: str) -> list[PaletteCommand]:
+    """One entry per usable model of the active provider (from its catalogue): deprecated
+    ones carry their shutdown date, retired ones are not offered."""
+    from voicetui.providers.catalog import catalog_for
+
+    catalog = catalog_for(active)
+    role = catalog.model_options.get("model") if catalog else None
+    if catalog is None or role is None:
+        return []
+    current = app.config.provider_options(active).get("model")
+    out = []
+    for model in catalog.usable(role):
+        mark = " (active)" if model.id == current else ""
+        if model.status_on() == "deprecated" and model.shutdown:
+            mark += f" (deprecated: shuts down {model.shutdown.isoformat()})"
+        out.append(
+            PaletteCommand(
+                f"Model: {model.id}{mark}",
+                model.note or f"{model.role} model: {', '.join(sorted(model.capabilities))}",
+                partial(app.update_provider_settings, active, {"model": model.id}),
+            )
+        )
+    return out
 
 
 class VoiceCommands(Provider):

@@ -81,16 +81,53 @@ MIN_COMMIT_MS = 100
 VAD_FRAME = RATE // 100  # 10 ms analysis frames
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
 
-MODELS: list[dict[str, Any]] = [
-    {"id": "gpt-realtime", "created": 1756339200},
-    {"id": "gpt-realtime-1.5", "created": 1767225600},
-    {"id": "gpt-realtime-2", "created": 1775000000},
-    {"id": "gpt-realtime-mini", "created": 1759708800},
-    {"id": "gpt-4o-transcribe", "created": 1742256000},
-    {"id": "gpt-4o-mini-transcribe", "created": 1742256000},
-    {"id": DIARIZE_MODEL, "created": 1760000000},
-    {"id": "whisper-1", "created": 1677532384},
-]
+
+def _account_models() -> list[dict[str, Any]]:
+    """What a real account lists: every catalogue model that still works, with
+    ``shutdown_date`` where one is announced (``GET /v1/models`` carries it: see
+    https://developers.openai.com/api/docs/deprecations, "check each model's optional
+    shutdown_date field")."""
+    from voicetui.providers.catalog import catalog_for
+
+    catalog = catalog_for("ai-voice-conv.openai")
+    assert catalog is not None
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(catalog.models):
+        if m.status_on() == "retired":
+            continue  # shut down: gone from the listing, 404 on retrieve
+        shutdown = m.shutdown.isoformat() if m.shutdown else None
+        out.append({"id": m.id, "created": 1_740_000_000 + i * 86_400, "shutdown_date": shutdown})
+    return out
+
+
+MODELS: list[dict[str, Any]] = _account_models()
+REALTIME_VOICES: tuple[str, ...] = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)  # the SDK's documented built-in voices (types/realtime/realtime_audio_config_output_param.py)
+
+
+def known_model(model_id: str | None) -> bool:
+    """Whether the account can use ``model_id`` (listed and not shut down)."""
+    return any(m["id"] == model_id for m in MODELS)
+
+
+def voice_problem(voice: Any) -> str | None:
+    """Why ``voice`` is refused (``None`` if it is a built-in or a custom ``{"id": ...}``)."""
+    if isinstance(voice, dict) and isinstance(voice.get("id"), str):
+        return None
+    if voice in REALTIME_VOICES:
+        return None
+    allowed = ", ".join(f"'{v}'" for v in REALTIME_VOICES)
+    return f"Invalid value: '{voice}'. Supported values are: {allowed}."
 
 
 def default_turn_detection() -> dict[str, Any]:
@@ -557,6 +594,12 @@ class RealtimeSession:
             )
             return
         new_voice = ((session.get("audio") or {}).get("output") or {}).get("voice")
+        problem = voice_problem(new_voice) if new_voice is not None else None
+        if problem is not None:
+            await self.error(
+                "invalid_value", problem, client_event_id=ceid, param="session.audio.output.voice"
+            )
+            return
         if (
             new_voice is not None
             and self.first_audio_sent
@@ -1394,6 +1437,7 @@ class OpenAIEmulator(EmulatorServer):
         self.accepted_keys: set[str] | None = None
         self.insufficient_quota = False
         self.ws_reject_mode = "http"
+        self.check_models = True  # refuse unknown / shut-down models like the service
         self.initial_turn_detection: dict[str, Any] | None = default_turn_detection()
         self.instructions = "You are a helpful assistant."
         self.voice = "marin"
@@ -1607,7 +1651,13 @@ class OpenAIEmulator(EmulatorServer):
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [
-            {"id": m["id"], "object": "model", "created": m["created"], "owned_by": "system"}
+            {
+                "id": m["id"],
+                "object": "model",
+                "created": m["created"],
+                "owned_by": "system",
+                "shutdown_date": m["shutdown_date"],
+            }
             for m in MODELS
         ]
         return self._json(200, {"object": "list", "data": data})
@@ -1623,6 +1673,7 @@ class OpenAIEmulator(EmulatorServer):
                         "object": "model",
                         "created": m["created"],
                         "owned_by": "system",
+                        "shutdown_date": m["shutdown_date"],
                     },
                 )
         return self._json(404, error_body(404, model=model_id))
@@ -1671,6 +1722,19 @@ class OpenAIEmulator(EmulatorServer):
                 session.closed = True
                 session.close_code = 1008
                 await ws.close(code=1008, message=b"invalid_api_key")
+                return ws
+            if self.check_models and model is not None and not known_model(model):
+                # an unknown or shut-down model: an error event naming it, then close 4000
+                # "invalid_request_error.<code>" (livekit/agents-js#1756 shows that close;
+                # openai-realtime-console#561 the message)
+                await session.error(
+                    "model_not_found",
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    param="model",
+                )
+                session.closed = True
+                session.close_code = 4000
+                await ws.close(code=4000, message=b"invalid_request_error.model_not_found")
                 return ws
             await session.send({"type": "session.created", "session": session.config})
             session.spawn(session.expire_after(self.session_max_s))
