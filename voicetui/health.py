@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from voicetui import logs
 from voicetui.config import AppConfig
-from voicetui.keys import KeyringUnavailable, KeyStore
+from voicetui.keys import KeyCommandFailed, KeyringUnavailable, KeyStore, key_problem
 from voicetui.providers.base import ProbeFailure, ProviderError, get_provider
 from voicetui.providers.catalog import Listing, catalog_for
 from voicetui.providers.probe import one_line
@@ -75,10 +75,16 @@ async def check(
     spec = reg.get(spec_key)
     alias = reg.alias(spec.key)
     timeout = timeout_ms if timeout_ms is not None else spec.health_check.timeout_ms
+    command = config.key_command(spec.key) if api_key is None else None
+    store = keys or KeyStore()
     if api_key is None:
         try:
-            api_key = (keys or KeyStore()).get(spec.key).value
-        except KeyringUnavailable as err:
+            # a command may run up to 10 s, a keyring call blocks on D-Bus: not on the loop
+            resolved = await asyncio.to_thread(store.get, spec.key, command)
+            api_key = resolved.value
+            if resolved.source != "command":
+                command = None  # the environment overrides it: nothing to refresh
+        except (KeyringUnavailable, KeyCommandFailed) as err:
             return HealthResult(spec.key, "no_key", None, str(err))
         if not api_key:
             return HealthResult(
@@ -88,6 +94,9 @@ async def check(
                 f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
             )
     logs.register_secret(api_key)
+    problem = key_problem(api_key)
+    if problem is not None:  # it could not even go into an HTTP header
+        return HealthResult(spec.key, "no_key", None, f"{problem}; run `voicetui keys set {alias}`")
     options = config.provider_options(spec.key)
     base_url = str(options["baseUrl"]).rstrip("/")
     try:
@@ -118,6 +127,14 @@ async def check(
     except Exception as err:  # an SDK surprise: report it, never crash the caller
         status, detail = "error", f"{type(err).__name__}: {one_line(str(err), api_key, 120)}"
     latency = round((time.perf_counter() - started) * 1000)
+    if status == "unauthorized" and command:
+        # a managed key may have been rotated in the secret manager: read it once more
+        try:
+            fresh = (await asyncio.to_thread(store.refresh, spec.key, command)).value
+        except KeyCommandFailed as err:
+            return HealthResult(spec.key, "no_key", None, str(err))
+        if fresh and fresh != api_key:
+            return await check(spec_key, config, store, api_key=fresh, timeout_ms=timeout_ms)
     return HealthResult(spec.key, status, latency, detail, missing)
 
 

@@ -70,6 +70,8 @@ from voicetui.engine.events import (
     UserSpeechStopped,
     UserTranscript,
 )
+from voicetui.engine.replies import ReplyLedger
+from voicetui.engine.tasks import cancel_and_wait
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
 from voicetui.providers.base import (
@@ -166,6 +168,7 @@ class ConversationEngine:
         self._dispatching = False
         self._state = State.IDLE
         self._session: ProviderSession | None = None
+        self._replies = ReplyLedger(self._emit, audio_out)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._ran = False
@@ -252,11 +255,13 @@ class ConversationEngine:
     # --- commands ----------------------------------------------------------------------
 
     async def toggle_talk(self) -> None:
-        """Push-to-talk key: start the turn if idle, end it if talking."""
-        if self._talking:
-            await self.stop_talking()
-        else:
-            await self.start_talking()
+        """Push-to-talk key: start the turn if idle, end it if talking. The decision is taken
+        under the turn lock, so presses queue behind a slow start and none is lost."""
+        async with self._turn_lock:
+            if self._talking:
+                await self._stop_talking_locked()
+            else:
+                await self._start_talking_locked()
 
     async def start_talking(self) -> None:
         """Push-to-talk pressed: interrupt the assistant if audible, send the pre-roll, and
@@ -264,67 +269,82 @@ class ConversationEngine:
         session = self._session
         if session is None or self._settings.turn_detection != "push_to_talk":
             return
+        async with self._turn_lock:
+            await self._start_talking_locked()
+
+    async def _start_talking_locked(self) -> None:
+        session = self._session
+        if session is None or self._settings.turn_detection != "push_to_talk":
+            return
         if self._closing_input or self._ended is not None:
             return
-        async with self._turn_lock:
-            if self._talking:
-                return
-            self._new_turn_clock(f"ptt-{self._turn_seq + 1}")
-            try:
-                await session.start_user_turn()
-                self._turn_sent_ms = 0.0
-                for frame in self._take_preroll():
-                    await session.send_audio(frame)
-                    self._turn_sent_ms += frame.duration_ms
-            except ProviderError as exc:
-                self._provider_failed(exc, fatal=False)
-                return
-            self._talking = True
-            self._user_speaking = True
-            self._set_state(State.USER_SPEAKING, "talk key down")
+        if self._talking:
+            return
+        if self._replies.busy():
+            await self._replies.cut("barge_in")  # the talk key cuts the assistant first
+        self._new_turn_clock(f"ptt-{self._turn_seq + 1}")
+        try:
+            await session.start_user_turn()
+            self._turn_sent_ms = 0.0
+            for frame in self._take_preroll():
+                await session.send_audio(frame)
+                self._turn_sent_ms += frame.duration_ms
+        except ProviderError as exc:
+            self._provider_failed(exc, fatal=False)
+            return
+        self._talking = True
+        self._user_speaking = True
+        self._set_state(State.USER_SPEAKING, "talk key down")
 
     async def stop_talking(self) -> None:
         """Push-to-talk released: commit the turn (at least 100 ms) and ask for a reply."""
+        async with self._turn_lock:
+            await self._stop_talking_locked()
+
+    async def _stop_talking_locked(self) -> None:
         session = self._session
         if session is None:
             return
-        async with self._turn_lock:
-            if not self._talking:
-                return
-            self._talking = False
-            self._user_speaking = False
-            try:
-                short = MIN_COMMIT_MS - self._turn_sent_ms
-                if short > 0:
-                    # never commit under 100 ms: pad a tap with silence
-                    pad = np.zeros(int(ENGINE_RATE * short / 1000.0) + 1, dtype=np.int16)
-                    await session.send_audio(
-                        CaptureFrame(
-                            pcm=pad,
-                            captured_at=time.monotonic(),
-                            rms_dbfs=-120.0,
-                            peak_dbfs=-120.0,
-                            speech=False,
-                        )
+        if not self._talking:
+            return
+        self._talking = False
+        self._user_speaking = False
+        try:
+            short = MIN_COMMIT_MS - self._turn_sent_ms
+            if short > 0:
+                # never commit under 100 ms: pad a tap with silence
+                pad = np.zeros(int(ENGINE_RATE * short / 1000.0) + 1, dtype=np.int16)
+                await session.send_audio(
+                    CaptureFrame(
+                        pcm=pad,
+                        captured_at=time.monotonic(),
+                        rms_dbfs=-120.0,
+                        peak_dbfs=-120.0,
+                        speech=False,
                     )
-                    self._turn_sent_ms += len(pad) * 1000.0 / ENGINE_RATE
-                if self._clock is not None and self._clock.speech_end is None:
-                    self._clock.speech_end = time.monotonic()
-                self._awaiting_reply = True
-                self._set_state(State.THINKING, "talk key up")
-                await session.end_user_turn()
-            except ProviderError as exc:
-                self._awaiting_reply = False
-                self._provider_failed(exc, fatal=False)
+                )
+                self._turn_sent_ms += len(pad) * 1000.0 / ENGINE_RATE
+            if self._clock is not None and self._clock.speech_end is None:
+                self._clock.speech_end = time.monotonic()
+            self._awaiting_reply = True
+            self._set_state(State.THINKING, "talk key up")
+            await session.end_user_turn()
+        except ProviderError as exc:
+            self._awaiting_reply = False
+            self._provider_failed(exc, fatal=False)
 
     async def interrupt(self) -> None:
         """Interrupt key: cancel the reply, flush playback, tell the service what was heard."""
         if self._session is None:
             return
-        try:
-            await self._session.interrupt()
-        except ProviderError as exc:
-            self._provider_failed(exc, fatal=False)
+        async with self._turn_lock:
+            try:
+                if await self._replies.cut("user_key") is None and not hasattr(
+                    self._session, "cancel"
+                ):
+                    await self._session.interrupt()
+            except ProviderError as exc:
+                self._provider_failed(exc, fatal=False)
 
     def set_muted(self, muted: bool) -> None:
         """Muted: no mic audio is sent at all (the provider hears nothing)."""
@@ -387,12 +407,17 @@ class ConversationEngine:
             playback=self._audio_out,
             gate=self._gate,
             state_dir=self._state_dir or Path("."),
+            replies=self._replies,
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
             session_id=self.session_id,
         )
+        self._audio_out.set_on_played(self._replies.played)
         try:
             session = self._provider.create_session(ctx)
             self._session = session
+            # a provider that reports its replies through the ledger implements cancel();
+            # one that does not keeps its own interrupt() (the ledger then has nothing to cut)
+            self._replies.set_canceller(getattr(session, "cancel", None))
             if not await self._connect_unless_ended(session):
                 return await self._finish()
         except ProviderError as exc:
@@ -453,12 +478,11 @@ class ConversationEngine:
             await asyncio.wait({connect, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
-        if connect.done():
+            if not connect.done():  # quitting while connecting, or run() was cancelled
+                await cancel_and_wait(connect)
+        if not connect.cancelled():
             connect.result()  # raises ProviderError
             return True
-        connect.cancel()
-        with contextlib.suppress(BaseException):
-            await connect
         return False
 
     # --- internals: audio ----------------------------------------------------------------
@@ -764,6 +788,7 @@ class ConversationEngine:
                 await asyncio.wait_for(self._session.close(), CLOSE_TIMEOUT_S)
             except Exception:
                 log.warning("provider close failed", exc_info=True)
+        self._replies.close()  # lines still open become final with what was heard
         for stop in (self._audio_in.stop, self._audio_out.stop):
             try:
                 await asyncio.wait_for(stop(), CLOSE_TIMEOUT_S)
@@ -771,10 +796,13 @@ class ConversationEngine:
                 log.warning("audio stop failed", exc_info=True)
         with contextlib.suppress(Exception):
             self._audio_out.set_on_first_audio(None)
+            self._audio_out.set_on_played(None)
         ended = SessionEnded(reason=self._end_reason, code=self._end_code)
         self._emit(ended)
         self._set_state(State.ENDED, self._end_reason)
         self._ended = ended
         if self._store is not None:
             self._store.close()
+            # run() returns once the transcript is on disk (the writer thread drains it)
+            await asyncio.to_thread(self._store.wait, CLOSE_TIMEOUT_S)
         return ended

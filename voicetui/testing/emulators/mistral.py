@@ -422,6 +422,7 @@ class MistralEmulator(EmulatorServer):
         r.add_delete("/v1/agents/{agent_id}", self._agent_delete)
         r.add_post("/v1/conversations", self._conversation_start)
         r.add_post("/v1/conversations/{conversation_id}", self._conversation_append)
+        r.add_get("/v1/conversations/{conversation_id}/messages", self._conversation_messages)
         return app
 
     @web.middleware
@@ -732,6 +733,29 @@ class MistralEmulator(EmulatorServer):
             return self._error(request, 404, "Agent not found")
         self._log_http(request, 200)
         return self._json("json:agent", agent)
+
+    async def _conversation_messages(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/conversations/{id}/messages``: the stored entries (a reply is stored
+        whole even when its stream was cut)."""
+        cid = request.match_info["conversation_id"]
+        history = self.conversations.get(cid)
+        if history is None:
+            return self._error(request, 404, "Conversation not found")
+        self._log_http(request, 200, conversation_id=cid)
+        messages = [
+            {
+                "object": "entry",
+                "type": "message.input" if h["role"] == "user" else "message.output",
+                "role": h["role"],
+                "content": h["content"],
+                "id": f"msg_{cid}_{i}",
+                "created_at": now_iso(),
+                **({"model": h["model"]} if h["role"] == "assistant" else {}),
+            }
+            for i, h in enumerate(history)
+        ]
+        payload = {"object": "conversation.messages", "conversation_id": cid, "messages": messages}
+        return self._json("json:conversation_messages", payload)
 
     async def _agent_list(self, request: web.Request) -> web.StreamResponse:
         self._log_http(request, 200, body=dict(request.query))
