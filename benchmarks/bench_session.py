@@ -44,6 +44,7 @@ SR = 24_000
 MIC_BLOCK = 480  # 20 ms, the app's capture block
 OUT_BLOCK = 240  # 10 ms, the app's playback block
 SPEC = "ai-voice-conv.openai"
+FADE_S = 0.005  # the click-free fade a flush plays at the start of the next block
 
 
 # --- 1. idle CPU ---------------------------------------------------------------------------
@@ -156,8 +157,9 @@ def speech(text: str) -> np.ndarray:
     return speech_like_pcm(text)
 
 
-async def barge_in_round(emu: Any, tmp: Path) -> tuple[float, float] | None:
-    """One reply cut by speech: (onset -> speaker silent, onset -> VAD decision) in ms."""
+async def barge_in_round(emu: Any, tmp: Path) -> tuple[float, float, float] | None:
+    """One reply cut by speech: (onset -> speaker silent, onset -> VAD decision, the
+    device's DAC delay) in ms."""
     from voicetui.audio.factory import AudioOptions, open_audio
     from voicetui.audio.wav import write_wav_pcm16
     from voicetui.engine.events import Event, Interrupted
@@ -207,16 +209,12 @@ async def barge_in_round(emu: Any, tmp: Path) -> tuple[float, float] | None:
     parts: list[tuple[float, float]] = []
 
     def snapshot() -> None:
-        # the output level ring (last ~1.3 s of callback blocks), read soon after the cut
-        jb = output._jb
-        times = [
-            float(t)
-            for t, db in zip(jb._lvl_t, jb._lvl_db, strict=True)
-            if t >= cut[0] and db <= -100
-        ]
+        # the output block ring (last ~1.3 s of callbacks), read soon after the cut: the
+        # first block after the cut holds the 5 ms fade, then zeros
+        times = [float(t) for t in output._jb._lvl_t if t >= cut[0]]
         if times:
-            quiet.append(min(times) + output.dac_ahead_s)
-            parts.append((min(times) - cut[0], output.dac_ahead_s))
+            quiet.append(min(times) + FADE_S + output.dac_ahead_s)
+            parts.append((min(times) + FADE_S - cut[0], output.dac_ahead_s))
 
     def listen(event: Event) -> None:
         if isinstance(event, Interrupted) and not cut:
@@ -238,10 +236,10 @@ async def barge_in_round(emu: Any, tmp: Path) -> tuple[float, float] | None:
     if not quiet:  # the first silent block the callback produced after the cut (+ DAC delay)
         return None
     print(
-        f"  decision->cut {(cut[0] - started[0]) * 1000:.1f} ms, cut->silent block "
+        f"  decision->cut {(cut[0] - started[0]) * 1000:.1f} ms, cut->silent "
         f"{parts[0][0] * 1000:.1f} ms, DAC delay {parts[0][1] * 1000:.1f} ms"
     )
-    return (quiet[0] - onset) * 1000.0, (started[0] - onset) * 1000.0
+    return (quiet[0] - onset) * 1000.0, (started[0] - onset) * 1000.0, parts[0][1] * 1000.0
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -267,6 +265,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
     reactions: list[float] = []
     decisions: list[float] = []
+    dacs: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.barge_rounds):
             emu = OpenAIEmulator()  # a fresh script per round
@@ -278,13 +277,16 @@ async def main_async(args: argparse.Namespace) -> int:
             if result is not None:
                 reactions.append(result[0])
                 decisions.append(result[1])
+                dacs.append(result[2])
     print()
     print(f"2. barge-in reaction over {len(reactions)} cuts (ms from speech onset on the mic)")
     extra = [r - d for r, d in zip(reactions, decisions, strict=True)]
+    client = [e - dac for e, dac in zip(extra, dacs, strict=True)]
     rows = [
         ["speaker silent", f"{pct(reactions, 50):.1f}", f"{pct(reactions, 95):.1f}"],
         ["VAD decision (baseline)", f"{pct(decisions, 50):.1f}", f"{pct(decisions, 95):.1f}"],
         ["silent - decision", f"{pct(extra, 50):.1f}", f"{pct(extra, 95):.1f}"],
+        ["  less the device buffer", f"{pct(client, 50):.1f}", f"{pct(client, 95):.1f}"],
     ]
     print(table(rows, ["", "p50", "p95"]))
     print(f"goal: silent - decision p95 <= one block ({OUT_BLOCK * 1000 // SR} ms)")
