@@ -490,10 +490,13 @@ class ConversationEngine:
 
     async def _pump_mic(self) -> None:
         ptt = self._settings.turn_detection == "push_to_talk"
+        # a WAV read as fast as possible must not starve the receive loop; a paced input
+        # (a device, a real-time WAV) waits for each block anyway
+        unpaced = getattr(self._audio_in, "realtime", True) is False
         try:
             async for frame in self._audio_in.frames():
-                # a WAV read as fast as possible must not starve the receive loop
-                await asyncio.sleep(0)
+                if unpaced:
+                    await asyncio.sleep(0)
                 self._gate.observe_mic(frame)
                 session = self._session
                 if session is None or self._muted or self._closing_input:
