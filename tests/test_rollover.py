@@ -1,0 +1,67 @@
+"""The rollover policy and seeding (:mod:`voicetui.engine.rollover`) and its config field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voicetui.config import ConfigError, load_config
+from voicetui.engine.rollover import RolloverClock, seed_messages, window_s
+
+
+def test_the_window_is_the_last_quarter_of_the_limit_at_most_a_minute() -> None:
+    assert window_s(20.0) == 5.0
+    assert window_s(1800.0) == 60.0
+    clock = RolloverClock(max_s=20.0)
+    assert not clock.due(14.9, busy=False)
+    assert clock.due(15.0, busy=False)
+    assert not clock.due(19.0, busy=True)  # never mid-turn: it waits
+    assert clock.due(25.0, busy=False)  # past the limit, still between turns: now
+    clock.failed = True
+    assert not clock.due(19.0, busy=False)  # a failed renewal falls back to the end
+    assert not RolloverClock(max_s=0).due(100.0, busy=False)
+
+
+def test_a_short_history_is_replayed_whole_as_items() -> None:
+    history = [("user", "Hi."), ("assistant", "Hello."), ("user", "  "), ("user", "More?")]
+    messages, how = seed_messages(history, budget_chars=100)
+    assert how == "items"
+    assert [(m.role, m.text) for m in messages] == [
+        ("user", "Hi."),
+        ("assistant", "Hello."),
+        ("user", "More?"),
+    ]  # empty lines are not replayed
+
+
+def test_over_the_budget_the_oldest_part_becomes_one_summary() -> None:
+    history = [
+        (role, f"{role} line {i}: " + "word " * 60)
+        for i in range(40)
+        for role in ("user", "assistant")
+    ]
+    budget = 4000
+    messages, how = seed_messages(history, budget_chars=budget)
+    assert how == "summary"
+    summary, *recent = messages
+    assert summary.role == "system" and summary.text.startswith("Summary of the earlier")
+    # the newest lines are verbatim and in order, ending with the last one
+    assert [m.text for m in recent] == [t.strip() for _r, t in history[-len(recent) :]]
+    assert len(recent) >= 2
+    # the whole seed fits the budget, and the summary keeps the most recent of the old lines
+    assert sum(len(m.text) for m in messages) <= budget
+    older = history[: len(history) - len(recent)]
+    assert f"line {older[-1][1].split(':')[0].split()[-1]}:" in summary.text
+    assert "line 0:" not in summary.text  # the oldest went first
+
+
+def test_on_max_duration_is_validated_and_defaults_to_rollover(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[providers."ai-voice-conv.openai"]\n')
+    assert load_config(path).provider_settings("openai").on_max_duration == "rollover"
+    path.write_text('[providers."ai-voice-conv.openai"]\nonMaxDuration = "end"\n')
+    settings = load_config(path).provider_settings("openai")
+    assert settings.on_max_duration == "end" and "onMaxDuration" not in settings.extras
+    path.write_text('[providers."ai-voice-conv.mistral"]\nonMaxDuration = "sometimes"\n')
+    with pytest.raises(ConfigError, match="onMaxDuration"):
+        load_config(path)
