@@ -629,6 +629,31 @@ async def test_rollover_continues_past_the_limit_in_seeded_sessions(
     assert stored.count("SessionRolledOver") == len(rolls)
 
 
+async def test_rollover_over_the_context_budget_seeds_a_summary(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """A conversation longer than the seed budget is replayed as one system summary plus
+    the newest lines; the new session takes it and the next turn is answered."""
+    emu.script.turns = [
+        Turn(user_text="Tell me a long story.", reply="Once upon a time there was a fox."),
+        Turn(user_text="And then?", reply="The fox went home."),
+    ]
+    clip = write_clip(tmp_path / "q.wav", 0.2, "Tell me a story", 3.0, "And then what", 2.0)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad", max_s=3.0), clip, realtime=True)
+    run.provider.seed_budget_chars = 40  # the first exchange alone is over it
+    ended = await run.run()
+
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    assert [text for _role, text in run.lines()][-1] == "The fox went home."
+    rolls = run.of(SessionRolledOver)
+    assert rolls and rolls[0].seeded == "summary"
+    items = list(emu.sessions[1].items.values())
+    first = items[0]
+    assert first["role"] == "system"
+    assert first["content"][0]["text"].startswith("Summary of the earlier conversation")
+    assert "error" not in emu.log.event_types("ws_out")  # the service took every item
+
+
 async def test_gives_up_after_the_reconnect_attempts_with_one_line(
     emu: OpenAIEmulator, tmp_path: Path
 ) -> None:
