@@ -65,3 +65,36 @@ def test_on_max_duration_is_validated_and_defaults_to_rollover(tmp_path: Path) -
     path.write_text('[providers."ai-voice-conv.mistral"]\nonMaxDuration = "sometimes"\n')
     with pytest.raises(ConfigError, match="onMaxDuration"):
         load_config(path)
+
+
+@pytest.mark.asyncio
+async def test_the_console_shows_a_rollover_briefly_and_restarts_the_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_tui_support import OPENAI, wait_until, write_config
+
+    from voicetui.engine.events import SessionRolledOver, SessionStarted
+    from voicetui.tui.app import VoiceTuiApp
+    from voicetui.tui.messages import EngineEvent
+    from voicetui.tui.widgets.status import SessionTimer
+    from voicetui.tui.widgets.transcript import TranscriptView
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key-0000WXYZ")
+    cfg = write_config(tmp_path / "config.toml", provider=OPENAI, providers={}, audio={})
+    app = VoiceTuiApp(cfg, frozen=True, autostart=False, health_on_start=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        console = app.console_screen
+        started = SessionStarted(
+            provider=OPENAI, model="gpt-realtime", voice="marin", turn_detection="server_vad",
+            session_id="s", max_duration_s=20,
+        )  # fmt: skip
+        console.post_message(EngineEvent(started))
+        await pilot.pause()
+        timer = console.query_one(SessionTimer)
+        timer.show(19, 20)  # near the limit: the warning style
+        assert timer.has_class("-warning")
+        console.post_message(EngineEvent(SessionRolledOver(number=2, after_s=19.0, seeded="items")))
+        view = console.query_one(TranscriptView)
+        await wait_until(lambda: any("new session (2)" in line for line in view.plain_lines()))
+        assert not timer.has_class("-warning") and "00:00 / 00:20" in str(timer.render())
+        assert any("conversation carries on" in n.message for n in app._notifications)

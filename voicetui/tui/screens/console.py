@@ -18,6 +18,7 @@ from voicetui.engine.events import (
     Reconnected,
     Reconnecting,
     SessionEnded,
+    SessionRolledOver,
     SessionStarted,
     SessionWarning,
     State,
@@ -182,6 +183,13 @@ class ConsoleScreen(VoiceScreen):
             self.transcript.add_notice(f"connection lost ({event.reason}); reconnecting…")
         elif isinstance(event, Reconnected):
             self.transcript.add_notice("reconnected")
+        elif isinstance(event, SessionRolledOver):
+            # past the session limit: a fresh provider session carries the conversation on
+            self.query_one(SessionTimer).show(0.0, self._max_s)
+            self.transcript.add_notice(
+                f"continued in a new session ({event.number}) — the conversation carries on"
+            )
+            self.app.notify("new session: the conversation carries on", timeout=4)
         elif isinstance(event, ErrorEvent):
             self.transcript.add_notice(event.message, error=True)
             self.app.notify(
