@@ -654,6 +654,52 @@ async def test_rollover_over_the_context_budget_seeds_a_summary(
     assert "error" not in emu.log.event_types("ws_out")  # the service took every item
 
 
+async def test_push_to_talk_rollover_waits_for_the_key_and_keeps_the_conversation(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """Push-to-talk: the rollover never happens while the key is down; the turn after it
+    goes to the new, seeded session and is answered."""
+    emu.script.turns = [
+        Turn(user_text="First.", reply="One."),
+        Turn(user_text="Second.", reply="Two."),
+    ]
+    clip = write_clip(tmp_path / "q.wav", "First one", 8.0)
+    settings = settings_for(emu, "push_to_talk", max_s=2.0)
+    run = Run(
+        emu, tmp_path, settings, clip, realtime=True, end_when_input_ends=False,
+        talk_on_connect=False,
+    )  # fmt: skip
+    engine = run.engine
+
+    async def drive() -> None:
+        await until(lambda: engine.elapsed_s > 1.0)  # the window opens at 1.5 s
+        await engine.start_talking()
+        await asyncio.sleep(1.0)  # held across the window's opening
+        assert not run.of(SessionRolledOver)
+        await engine.stop_talking()
+        await until(lambda: len(run.of(AssistantTextFinal)) == 1)
+        await until(lambda: bool(run.of(SessionRolledOver)))
+        await engine.start_talking()
+        await asyncio.sleep(0.5)
+        await engine.stop_talking()
+        await until(lambda: len(run.of(AssistantTextFinal)) == 2)
+        await engine.end()
+
+    driver = asyncio.create_task(drive())
+    await run.run()
+    await driver
+
+    assert not run.of(ErrorEvent)
+    assert run.lines() == [
+        ("user", "First."), ("assistant", "One."), ("user", "Second."), ("assistant", "Two."),
+    ]  # fmt: skip
+    (roll, *_) = run.of(SessionRolledOver)
+    (final_one, final_two) = run.of(AssistantTextFinal)
+    assert final_one.at < roll.at < final_two.at
+    assert emu.sessions[0].user_transcripts == ["First."]
+    assert any("Second." in later.user_transcripts for later in emu.sessions[1:])
+
+
 async def test_gives_up_after_the_reconnect_attempts_with_one_line(
     emu: OpenAIEmulator, tmp_path: Path
 ) -> None:

@@ -709,7 +709,14 @@ class ConversationEngine:
             return True
         log.info("renewing the provider session after %.1f s (session limit)", elapsed)
         try:
-            seeded = str(await renew())
+            if self._settings.turn_detection == "push_to_talk":
+                # a key press waits for the new session rather than start on the old one
+                async with self._turn_lock:
+                    if self._talking:
+                        return True  # pressed just now: renew after this turn
+                    seeded = str(await renew())
+            else:
+                seeded = str(await renew())
         except ProviderError as exc:
             self._rollover.failed = True
             log.warning("session rollover failed: %s", exc)
