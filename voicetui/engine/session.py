@@ -728,6 +728,10 @@ class ConversationEngine:
                 )
             )
             return False
+        except Exception:  # a provider bug must not stop the session clock
+            self._rollover.failed = True
+            log.exception("session rollover failed")
+            return False
         self._rollover.sessions += 1
         self._started_at = time.monotonic()  # the session clock restarts
         self._warned = False
