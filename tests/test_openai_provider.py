@@ -7,6 +7,7 @@ Real SDK (``AsyncOpenAI().realtime.connect``) -> strict loopback emulator; real 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 import subprocess
@@ -604,9 +605,12 @@ async def test_rollover_continues_past_the_limit_in_seeded_sessions(
     parts = (0.2, "Hi there", 2.4, "And then what", 2.4, "Last one", 2.0)
     clip = write_clip(tmp_path / "q.wav", *parts)
     run = Run(emu, tmp_path, settings_for(emu, "server_vad", max_s=3.0), clip, realtime=True)
+    notes = io.StringIO()
+    run.engine.subscribe(Printer(out=io.StringIO(), err=notes))  # what `voicetui talk` prints
     ended = await run.run()
 
     assert ended.code == "input_finished", run.of(ErrorEvent)
+    assert "continued in a new session (2) after" in notes.getvalue()
     assert run.lines() == [
         ("user", "Hi."), ("assistant", "Hello to you."),
         ("user", "And then?"), ("assistant", "Then we go on."),

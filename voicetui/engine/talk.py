@@ -36,6 +36,7 @@ from voicetui.engine.events import (
     Reconnected,
     Reconnecting,
     SessionEnded,
+    SessionRolledOver,
     SessionWarning,
     UserTranscript,
 )
@@ -104,6 +105,8 @@ class Printer:
             self._note("reconnected")
         elif isinstance(event, SessionWarning):
             self._note(event.message)
+        elif isinstance(event, SessionRolledOver):
+            self._note(f"continued in a new session ({event.number}) after {event.after_s:.0f} s")
 
     def _lost(self, reason: str, *, specific: bool = False) -> None:
         if self.lost is None or (specific and self.lost == "the reply failed"):
