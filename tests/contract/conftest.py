@@ -39,6 +39,7 @@ class Side:
     emu: Any
     provider: Provider
     extras: dict[str, Any] = field(default_factory=dict)
+    max_session_s: float = 600.0  # maxSessionDurationSeconds of the sessions it starts
 
     def script(self, *turns: Turn) -> None:
         self.emu.script = Script(turns=list(turns))
@@ -49,7 +50,7 @@ class Side:
             model="gpt-realtime" if self.name == "openai" else "mistral-small-latest",
             voice="marin" if self.name == "openai" else "default",
             turn_detection=mode,
-            max_session_duration_s=600,
+            max_session_duration_s=self.max_session_s,
             base_url=self.emu.base_url,
             instructions="Be brief.",
             extras=dict(self.extras),

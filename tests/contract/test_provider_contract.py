@@ -23,10 +23,12 @@ from voicetui.audio.ports import ENGINE_RATE
 from voicetui.audio.wav import write_wav_pcm16
 from voicetui.engine.events import (
     AssistantDone,
+    AssistantTextDelta,
     AssistantTextFinal,
     ErrorEvent,
     Interrupted,
     SessionEnded,
+    SessionRolledOver,
 )
 from voicetui.testing.emulators.common import Turn, speech_like_pcm
 
@@ -110,6 +112,39 @@ async def test_two_server_vad_turns(side: Side, tmp_path: Path, converse: Conver
         ("assistant", "Then we carry on."),
     ]
     assert not run.of(Interrupted)
+
+
+async def test_rollover_past_the_session_limit_keeps_every_line(
+    side: Side, tmp_path: Path, converse: Converse
+) -> None:
+    """onMaxDuration = rollover (the default): three turns over a 3 s limit go on in fresh
+    provider sessions, between turns, each line once and in order."""
+    side.max_session_s = 3.0
+    side.script(
+        Turn(user_text="Hello there.", reply="Hi, nice to hear you."),
+        Turn(user_text="And then?", reply="Then we carry on."),
+        Turn(user_text="Last one.", reply="Goodbye for now."),
+    )
+    pcm = clip(0.3, "Hello there", 2.6, "And then", 2.6, "Last one", 2.5)
+    run = await converse(side, tmp_path, "server_vad", pcm, realtime=True)
+    (ended,) = run.of(SessionEnded)
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    assert run.lines() == [
+        ("user", "Hello there."), ("assistant", "Hi, nice to hear you."),
+        ("user", "And then?"), ("assistant", "Then we carry on."),
+        ("user", "Last one."), ("assistant", "Goodbye for now."),
+    ]  # fmt: skip
+    rolls = run.of(SessionRolledOver)
+    assert len(rolls) >= 2 and [r.number for r in rolls] == list(range(2, len(rolls) + 2))
+    # never mid-reply: no rollover between a reply's first text and its line going final
+    # (which is when it has played out)
+    first_text: dict[str, float] = {}
+    for delta in run.of(AssistantTextDelta):
+        first_text.setdefault(delta.turn_id, delta.at)
+    for final in run.of(AssistantTextFinal):
+        start = first_text.get(final.turn_id, final.at)
+        assert not [r for r in rolls if start <= r.at <= final.at], (final.text, rolls)
+    assert not run.of(ErrorEvent) and not run.of(Interrupted)
 
 
 async def test_barge_in_keeps_the_words_that_were_played(
