@@ -579,6 +579,7 @@ async def test_max_duration_warns_then_ends_after_the_reply(
     took = time.monotonic() - started
 
     assert ended.code == "max_duration" and "2 s" in ended.reason
+    assert not run.of(SessionRolledOver) and len(emu.sessions) == 1  # onMaxDuration = end
     (warning,) = run.of(SessionWarning)
     assert warning.code == "max_duration_soon"
     kinds = [type(e) for e in run.events]
