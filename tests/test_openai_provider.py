@@ -34,6 +34,7 @@ from voicetui.engine.events import (
     Reconnecting,
     SessionEnded,
     SessionRolledOver,
+    SessionStarted,
     SessionWarning,
     StateChanged,
     TurnLatency,
@@ -657,6 +658,32 @@ async def test_rollover_over_the_context_budget_seeds_a_summary(
     assert first["role"] == "system"
     assert first["content"][0]["text"].startswith("Summary of the earlier conversation")
     assert "error" not in emu.log.event_types("ws_out")  # the service took every item
+
+
+async def test_a_rollover_the_service_refuses_is_retried_then_ends_at_the_limit(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """The new session cannot be opened (503 on every try): the old one carries on, the
+    renewal is tried again, and at the limit the session warns and ends cleanly."""
+    emu.script.turns = [Turn(user_text="Hi.", reply="Hello to you.")]
+    clip = write_clip(tmp_path / "q.wav", 0.2, "Hi there", 6.0)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad", max_s=4.0), clip, realtime=True)
+
+    def refuse_new_sessions(event: Event) -> None:
+        if isinstance(event, SessionStarted):
+            emu.faults.ws_reject_status = 503
+            emu.faults.ws_reject_count = 100
+
+    run.engine.subscribe(refuse_new_sessions)
+    ended = await run.run()
+
+    assert ended.code == "max_duration", run.of(ErrorEvent)
+    assert run.lines() == [("user", "Hi."), ("assistant", "Hello to you.")]
+    assert not run.of(SessionRolledOver) and len(emu.sessions) == 1
+    rejected = [e for e in emu.log.of("ws_open") if e.status == 503]
+    assert len(rejected) >= 2  # tried again after the first refusal
+    (warning,) = [w for w in run.of(SessionWarning) if w.code == "rollover_failed"]
+    assert "could not continue in a new session" in warning.message
 
 
 async def test_push_to_talk_rollover_waits_for_the_key_and_keeps_the_conversation(

@@ -18,8 +18,13 @@ def test_the_window_is_the_last_quarter_of_the_limit_at_most_a_minute() -> None:
     assert clock.due(15.0, busy=False)
     assert not clock.due(19.0, busy=True)  # never mid-turn: it waits
     assert clock.due(25.0, busy=False)  # past the limit, still between turns: now
-    clock.failed = True
+    # a passing failure is tried again shortly (a quarter of the window at most 2 s)...
+    assert not clock.renewal_failed(15.0, retryable=True)
+    assert not clock.due(16.0, busy=False) and clock.due(16.25, busy=False)
+    # ...until no retry fits before the limit, or at once when it is not retryable
+    assert clock.renewal_failed(18.9, retryable=True)
     assert not clock.due(19.0, busy=False)  # a failed renewal falls back to the end
+    assert RolloverClock(max_s=20.0).renewal_failed(15.0, retryable=False)
     assert not RolloverClock(max_s=0).due(100.0, busy=False)
 
 

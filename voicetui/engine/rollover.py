@@ -23,6 +23,7 @@ from typing import Literal
 WINDOW_FRACTION = 0.25  # the rollover window: the last quarter of the limit...
 MAX_WINDOW_S = 60.0  # ...but at most the last minute
 SUMMARY_LINE_CHARS = 160  # each condensed line keeps at most this much of its text
+RETRY_S = 2.0  # a renewal that failed for a passing reason is tried again (at most) this later
 
 Role = Literal["user", "assistant", "system"]
 
@@ -42,19 +43,35 @@ def window_s(max_s: float) -> float:
 class RolloverClock:
     """Decides when the engine renews the provider session (times in seconds).
 
-    ``failed`` is set when a renewal did not work: the engine then falls back to the old
-    behaviour (warning, then a clean end at the limit) for the rest of the session.
+    ``failed`` is set when a renewal did not work for good: the engine then falls back to
+    the old behaviour (warning, then a clean end at the limit) for the rest of the session.
     """
 
     max_s: float
     sessions: int = 1  # provider sessions so far
     failed: bool = False
+    not_before_s: float = 0.0  # after a passing failure: the next try, in elapsed seconds
 
     def due(self, elapsed_s: float, *, busy: bool) -> bool:
         """True when the engine should renew now: inside the window and between turns."""
-        if self.failed or self.max_s <= 0 or busy:
+        if self.failed or self.max_s <= 0 or busy or elapsed_s < self.not_before_s:
             return False
         return elapsed_s >= self.max_s - window_s(self.max_s)
+
+    def renewal_failed(self, elapsed_s: float, *, retryable: bool) -> bool:
+        """Record a failed renewal; True when that is final (not retryable, or the limit
+        has been reached), False when it is tried again shortly (:data:`RETRY_S` at most)."""
+        retry_s = min(RETRY_S, window_s(self.max_s) / 4)  # several tries fit the window
+        if retryable and elapsed_s + retry_s < self.max_s:
+            self.not_before_s = elapsed_s + retry_s
+            return False
+        self.failed = True
+        return True
+
+    def renewed(self) -> None:
+        """A new provider session took over (its clock starts at 0)."""
+        self.sessions += 1
+        self.not_before_s = 0.0
 
 
 def seed_messages(

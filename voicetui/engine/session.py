@@ -718,8 +718,9 @@ class ConversationEngine:
             else:
                 seeded = str(await renew())
         except ProviderError as exc:
-            self._rollover.failed = True
             log.warning("session rollover failed: %s", exc)
+            if not self._rollover.renewal_failed(elapsed, retryable=exc.retryable):
+                return True  # tried again shortly, still between turns
             self._emit(
                 SessionWarning(
                     message=f"could not continue in a new session ({exc}); "
@@ -732,7 +733,7 @@ class ConversationEngine:
             self._rollover.failed = True
             log.exception("session rollover failed")
             return False
-        self._rollover.sessions += 1
+        self._rollover.renewed()
         self._started_at = time.monotonic()  # the session clock restarts
         self._warned = False
         self._emit(

@@ -80,6 +80,10 @@ class Listener:
         """Session rollover: a new transcription socket replaces the open one. It is opened
         first and the old one closed after the switch, so every frame reaches one of them;
         the receive loop moves to the new socket by itself."""
+        if not self.connected or self._closing:
+            raise ProviderError(
+                "the transcription socket is reconnecting", code="network", retryable=True
+            )
         self._renew_audio = []
         try:
             new = await self._connect()
