@@ -270,6 +270,7 @@ class VoiceTuiApp(App[int]):
             log.info("voice list for %s unavailable: %s", spec_key, exc)
             return self.voices.get(spec_key) or fallback
         self.voices[spec_key] = list(voices) or fallback
+        self.console_screen.voices_loaded(spec_key)
         return self.voices[spec_key]
 
     # --- the conversation session ----------------------------------------------------------

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from voicetui.engine.events import (
     ErrorEvent,
@@ -27,12 +27,15 @@ from voicetui.engine.events import (
 )
 from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
 from voicetui.tui.screens.base import VoiceScreen
+from voicetui.tui.widgets.footer import ConsoleFooter
 from voicetui.tui.widgets.meters import LevelMeter
 from voicetui.tui.widgets.status import (
     HealthLine,
+    LatencySummary,
     SessionLine,
     SessionTimer,
     StateBadge,
+    TurnModeBadge,
     UsageLine,
 )
 from voicetui.tui.widgets.transcript import TranscriptView
@@ -61,30 +64,44 @@ class ConsoleScreen(VoiceScreen):
         Binding("q", "app.quit", "Quit"),
     ]
 
+    # The status reflows by width (see app.tcss): -narrow (60 columns), -medium and -roomy
+    # (80-119: three lines, a one-line latency; -roomy has room for more footer keys), -wide
+    # (the waterfall beside the status lines).
+    HORIZONTAL_BREAKPOINTS = [
+        (0, "-narrow"),
+        (76, "-medium"),
+        (96, "-roomy"),
+        (120, "-wide"),
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self._poll_timer: Timer | None = None
         self._max_s = 0.0
         self._last_second = -1
+        self._provider = ""
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield TranscriptView(id="transcript")
+        # Rows in priority order: state > turn mode > provider/model > voice, then meters and
+        # timer, then usage, health and latency.
         with Horizontal(id="status"):
             with Vertical(id="status-left"):
                 with Horizontal(classes="status-row"):
                     yield StateBadge(id="state")
+                    yield TurnModeBadge("", id="turn-mode")
                     yield SessionLine("no session", id="session-line")
                 with Horizontal(classes="status-row"):
                     yield LevelMeter("mic", id="mic-meter")
                     yield LevelMeter("spk", id="spk-meter")
-                with Horizontal(classes="status-row"):
                     yield SessionTimer("session 00:00 / —", id="timer")
-                    yield UsageLine("today —", id="usage")
                 with Horizontal(classes="status-row"):
+                    yield UsageLine("today —", id="usage")
                     yield HealthLine("health checking…", id="health-line")
+                    yield LatencySummary("latency —", id="latency-summary")
             yield LatencyWaterfall(id="waterfall")
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.transcript.add_notice("welcome to voicetui — Space talks, Ctrl+P opens the palette")
@@ -133,8 +150,29 @@ class ConsoleScreen(VoiceScreen):
         """The app is building a session for ``provider_key``."""
         self.query_one(StateBadge).set_state(State.CONNECTING)
         self._resume_clock()
-        self.query_one(SessionLine).update(f"{provider_key} · connecting…")
+        if provider_key != self._provider:
+            # the last turn's numbers belong to the previous provider
+            self._show_latency(None)
+        self._provider = provider_key
+        self.query_one(SessionLine).show_note(short_provider(provider_key), "connecting…")
         self._refresh_usage(provider_key)
+
+    def _show_latency(self, latency: TurnLatency | None) -> None:
+        self.query_one(LatencyWaterfall).latency = latency
+        self.query_one(LatencySummary).show(latency)
+
+    def voice_name(self, spec_key: str, voice_id: str) -> str:
+        """The voice's display name when the provider's list is loaded, else its id."""
+        for voice in self.vapp.voices.get(spec_key, []):
+            if voice.id == voice_id:
+                return voice.name or voice_id
+        return voice_id
+
+    def voices_loaded(self, spec_key: str) -> None:
+        """The provider's voices arrived: show the live voice by name."""
+        line = self.query_one(SessionLine)
+        if spec_key == self._provider and line.voice:
+            line.set_voice_name(self.voice_name(spec_key, line.voice))
 
     def _refresh_usage(self, provider_key: str) -> None:
         try:
@@ -161,9 +199,14 @@ class ConsoleScreen(VoiceScreen):
                 self._resume_clock()
         elif isinstance(event, SessionStarted):
             self._max_s = event.max_duration_s
+            self._provider = event.provider
             self.query_one(SessionLine).show(
-                short_provider(event.provider), event.model, event.voice, event.turn_detection
+                short_provider(event.provider),
+                event.model,
+                event.voice,
+                self.voice_name(event.provider, event.voice),
             )
+            self.query_one(TurnModeBadge).show(event.turn_detection)
             self.query_one(SessionTimer).show(0.0, event.max_duration_s)
             self.transcript.add_notice(
                 f"session started with {short_provider(event.provider)} ({event.model}); "
@@ -174,7 +217,7 @@ class ConsoleScreen(VoiceScreen):
                 )
             )
         elif isinstance(event, TurnLatency):
-            self.query_one(LatencyWaterfall).latency = event
+            self._show_latency(event)
         elif isinstance(event, Usage):
             self._refresh_usage(event.provider)
         elif isinstance(event, Reconnecting):
@@ -202,6 +245,9 @@ class ConsoleScreen(VoiceScreen):
         badge = self.query_one(StateBadge)
         if message.error:
             badge.set_state(State.ERROR)
+            self.query_one(SessionLine).show_note(
+                short_provider(self._provider), "not connected — press n to retry"
+            )
             self.transcript.add_notice(message.reason, error=True)
             self.app.notify(
                 message.reason, title="Session not started", severity="error", timeout=12
@@ -250,7 +296,7 @@ class ConsoleScreen(VoiceScreen):
     def action_new_conversation(self) -> None:
         """End the session and start a fresh one with an empty transcript."""
         self.transcript.clear()
-        self.query_one(LatencyWaterfall).latency = None
+        self._show_latency(None)
         self.vapp.start_session()
 
     def action_settings(self) -> None:
