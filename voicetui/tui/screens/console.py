@@ -47,6 +47,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicetui.tui")
 
 METER_HZ = 12.0
+BARGE_IN_REFUSED = "barge_in_refused"  # SessionWarning.code: the echo gate kept the reply on
+BARGE_IN_REFUSED_TEXT = (
+    "couldn't tell you from the echo, so the reply went on — use headphones, "
+    'or set duplex = "full" in settings (or i / Esc interrupts)'
+)
+# websocket and HTTP-client jargon -> what a user can act on
+_PLAIN_REASONS = (
+    ("no close frame", "the connection dropped"),
+    ("connectionclosed", "the connection dropped"),
+    ("connection reset", "the connection dropped"),
+    ("timed out", "no answer in time"),
+    ("timeout", "no answer in time"),
+    ("name or service not known", "the network or the provider's address is unreachable"),
+    ("cannot connect", "cannot reach the provider"),
+    ("connection refused", "cannot reach the provider"),
+)
 
 
 class ConsoleScreen(VoiceScreen):
@@ -80,6 +96,8 @@ class ConsoleScreen(VoiceScreen):
         self._max_s = 0.0
         self._last_second = -1
         self._provider = ""
+        self._barge_in_refused_shown = False
+        self._last_error = ""
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -199,6 +217,8 @@ class ConsoleScreen(VoiceScreen):
                 self._resume_clock()
         elif isinstance(event, SessionStarted):
             self._max_s = event.max_duration_s
+            self._barge_in_refused_shown = False
+            self._last_error = ""
             self._provider = event.provider
             self.query_one(SessionLine).show(
                 short_provider(event.provider),
@@ -221,11 +241,22 @@ class ConsoleScreen(VoiceScreen):
         elif isinstance(event, Usage):
             self._refresh_usage(event.provider)
         elif isinstance(event, Reconnecting):
+            # one line that updates in place, in plain words, however many tries it takes
             self.query_one(StateBadge).set_state(State.RECONNECTING, f"try {event.attempt}")
-            self.transcript.add_notice(f"connection lost ({event.reason}); reconnecting…")
+            self.transcript.add_notice(
+                f"connection lost ({plain_reason(event.reason)}); reconnecting"
+                + (f" — try {event.attempt}…" if event.attempt > 1 else "…"),
+                key="reconnect",
+            )
         elif isinstance(event, Reconnected):
-            self.transcript.add_notice("reconnected")
+            tries = f" after {event.attempt} tries" if event.attempt > 1 else ""
+            self.transcript.add_notice(f"connection lost, then reconnected{tries}", key="reconnect")
+            self.transcript.end_notice("reconnect")
         elif isinstance(event, ErrorEvent):
+            if event.code in ("key_rejected", "network", "rate_limited") or event.fatal:
+                self.vapp.run_health_checks(self._provider or None)  # no stale "ok"
+            self.transcript.end_notice("reconnect")
+            self._last_error = event.message
             self.transcript.add_notice(event.message, error=True)
             self.app.notify(
                 event.message,
@@ -234,9 +265,18 @@ class ConsoleScreen(VoiceScreen):
                 timeout=10,
             )
         elif isinstance(event, SessionWarning):
+            if event.code == BARGE_IN_REFUSED:
+                # said once per session on screen, not a toast per attempt
+                if not self._barge_in_refused_shown:
+                    self._barge_in_refused_shown = True
+                    self.transcript.add_notice(BARGE_IN_REFUSED_TEXT)
+                return
             self.app.notify(event.message, severity="warning", timeout=8)
         elif isinstance(event, SessionEnded):
-            self.transcript.add_notice(f"session ended: {event.reason} — press n for a new one")
+            # the final error was just shown: do not repeat it as the reason
+            reason = "" if event.reason == self._last_error else f": {event.reason}"
+            self.transcript.end_notice("reconnect")
+            self.transcript.add_notice(f"session ended{reason} — press n for a new one")
         else:
             self.transcript.apply(event)
 
@@ -261,6 +301,10 @@ class ConsoleScreen(VoiceScreen):
     def _on_health(self, message: HealthUpdated) -> None:
         self.query_one(HealthLine).show(self.vapp.health.values())
 
+    def health_checking(self) -> None:
+        """A health check started: the line says so until the results land."""
+        self.query_one(HealthLine).show(self.vapp.health.values(), checking=True)
+
     # --- keys ------------------------------------------------------------------------------
 
     def _engine_or_hint(self) -> bool:
@@ -275,6 +319,10 @@ class ConsoleScreen(VoiceScreen):
         engine = self.vapp.engine
         if engine is not None or self._engine_or_hint():
             assert engine is not None
+            if engine.muted and not engine.talking:
+                # a turn from a muted mic would be silence sent to the provider
+                self.app.notify("the microphone is muted — press m to unmute", timeout=3)
+                return
             self.vapp.engine_command("talk", engine.toggle_talk)
 
     def action_interrupt(self) -> None:
@@ -297,7 +345,7 @@ class ConsoleScreen(VoiceScreen):
         """End the session and start a fresh one with an empty transcript."""
         self.transcript.clear()
         self._show_latency(None)
-        self.vapp.start_session()
+        self.vapp.start_session(reason="new conversation")
 
     def action_settings(self) -> None:
         self.vapp.open_settings()
@@ -310,6 +358,15 @@ class ConsoleScreen(VoiceScreen):
 
     def action_theme(self) -> None:
         self.vapp.open_theme_picker()
+
+
+def plain_reason(reason: str) -> str:
+    """A reconnect reason in plain words (known jargon translated, else as given)."""
+    low = reason.lower()
+    for jargon, plain in _PLAIN_REASONS:
+        if jargon in low:
+            return plain
+    return reason
 
 
 def short_provider(spec_key: str) -> str:
