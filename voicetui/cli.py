@@ -109,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--output", type=Path, metavar="OUT.wav")
     talk.add_argument("--transcript", type=Path, metavar="OUT.jsonl")
 
+    demo = sub.add_parser(
+        "demo",
+        help="the full console against the bundled emulators: no key, no network",
+        description="Opens the console talking to local emulators of both providers, started "
+        "on free loopback ports: press Space, say anything, press Space again to hear a "
+        "spoken reply with speaker labels and a web search. Your config, keys and saved "
+        "conversations are not touched.",
+    )
+    demo.add_argument(
+        "provider", nargs="?", metavar="PROVIDER", help=provider_help + "; default mistral"
+    )
+
     usage = sub.add_parser("usage", help="today's usage per provider")
     usage.add_argument("provider", nargs="?", metavar="PROVIDER", help=provider_help)
     usage.add_argument("--json", action="store_true")
@@ -414,7 +426,15 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from voicetui.tui import app  # Textual, like the console itself
+
+    code: int = app.run_demo(args.provider)
+    return code
+
+
 COMMANDS = {
+    "demo": _cmd_demo,
     "specs": _cmd_specs,
     "config": _cmd_config,
     "keys": _cmd_keys,

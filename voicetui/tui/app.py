@@ -69,8 +69,10 @@ class VoiceTuiApp(App[int]):
         keys: KeyStore | None = None,
         input_wav: Path | None = None,
         output_wav: Path | None = None,
+        welcome: str | None = None,
     ) -> None:
         super().__init__()
+        self.welcome = welcome  # an extra first line for the transcript (the demo's)
         self.config_path = config_path
         self._config = config
         self.frozen = os.environ.get(FROZEN_ENV) == "1" if frozen is None else frozen
@@ -573,4 +575,52 @@ def run(config_path: Path | None) -> int:
     with stderr_to_log():
         app = VoiceTuiApp(config_path, config=config)
         result = app.run()
+    return int(result or app.return_code or 0)
+
+
+DEMO_WELCOME = (
+    "demo: local emulators of both providers, no key, no network — press Space, say anything, "
+    "press Space again; Ctrl+P switches the provider"
+)
+
+
+def run_demo(provider: str | None = None) -> int:
+    """``voicetui demo``: the full console against the bundled emulators, started in this
+    process on free loopback ports. The user's config, keys and saved conversations are not
+    touched: the demo's live in a temporary folder, removed at exit."""
+    import tempfile
+
+    from voicetui.config import DEFAULT_PROVIDER, load_config, update_config
+    from voicetui.keys import KeyStore
+    from voicetui.specs.registry import registry
+    from voicetui.stderr_guard import stderr_to_log
+
+    try:
+        from voicetui.testing.demo import DEMO_KEY, start_demo_servers
+    except ModuleNotFoundError as exc:  # an install without the emulators' aiohttp
+        print(
+            f"voicetui: error: the demo needs {exc.name}: pip install {exc.name}", file=sys.stderr
+        )
+        return 1
+    reg = registry()
+    with tempfile.TemporaryDirectory(prefix="voicetui-demo-") as tmp:
+        root = Path(tmp)
+        # transcripts and usage of the demo stay out of the user's own (XDG on Linux)
+        for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache")):
+            os.environ[var] = str(root / sub)
+        servers = start_demo_servers()
+        try:
+            path = root / "config.toml"
+            update_config(
+                path,
+                provider=provider or DEFAULT_PROVIDER,
+                providers={key: servers.options(key) for key in servers.servers},
+            )
+            config = load_config(path)
+            keys = KeyStore(environ={reg.api_key_env(s.key): DEMO_KEY for s in reg.all()})
+            with stderr_to_log():
+                app = VoiceTuiApp(path, config=config, keys=keys, welcome=DEMO_WELCOME)
+                result = app.run()
+        finally:
+            servers.stop()
     return int(result or app.return_code or 0)

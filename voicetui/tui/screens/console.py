@@ -123,6 +123,8 @@ class ConsoleScreen(VoiceScreen):
 
     def on_mount(self) -> None:
         self.transcript.add_notice("welcome to voicetui — Space talks, Ctrl+P opens the palette")
+        if self.vapp.welcome:
+            self.transcript.add_notice(self.vapp.welcome)
         if not self.vapp.frozen:
             # Meters and timer poll the engine's cheap properties; values are rounded and
             # unchanged ones do not repaint. The clock runs only while a session exists.
