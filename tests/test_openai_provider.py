@@ -288,8 +288,8 @@ async def test_diarized_transcription_gives_speaker_lines(
         "model": "gpt-4o-transcribe-diarize"
     }
     assert finals[0].start == 0.0 and finals[0].end == finals[1].start
-    assert lines[0].startswith("[0.0s -> ") and lines[0].endswith("] speaker_1: Did you see it?")
-    assert lines[1].endswith("speaker_2: Yes I did.")
+    assert lines[0].startswith("[0.0s -> ") and lines[0].endswith("] speaker_1 : Did you see it?")
+    assert lines[1].endswith("speaker_2 : Yes I did.")
     assert lines[2] == "assistant: Great."
 
 

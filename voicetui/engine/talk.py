@@ -6,9 +6,11 @@ The real conversation loop, headless, with a WAV file as the microphone:
 * server VAD: the file is fed at real-time pace like a microphone, the replies are played
   (to OUT.wav, or the speaker) in real time too, so barge-in behaves as it would live.
 
-Prints the transcript as it goes (``[0.1s -> 1.5s] speaker_1: text`` when speaker and times
-are known, else ``user: text``; ``assistant: text``), writes every transcript event to
-OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line saying why.
+Prints the transcript as it goes, one user line per turn (the diarized one when there is one,
+in the seed's form ``[0.1s -> 1.5s] speaker_1 : text``, else ``user: text``) and
+``assistant: text``; while a reply plays, a progress line on a terminal's stderr. Writes every
+transcript event to OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line
+saying why. Native audio libraries' noise (ALSA) goes to the log, not to stderr.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from voicetui.engine.events import (
     UserTranscript,
 )
 from voicetui.engine.session import ConversationEngine
-from voicetui.engine.transcript import JsonlWriter, format_user_line
+from voicetui.engine.transcript import JsonlWriter
 
 log = logging.getLogger("voicetui.talk")
 
@@ -50,20 +52,45 @@ def not_audio(event: Event) -> bool:
     return not isinstance(event, AssistantAudio)
 
 
+def seed_line(text: str, speaker: str | None, start: float | None, end: float | None) -> str:
+    """A user line as the seed prints a diarized segment: ``[0.1s -> 1.5s] speaker_1 : text``
+    (``user: text`` without speaker and times)."""
+    if speaker and start is not None and end is not None:
+        return f"[{start:.1f}s -> {end:.1f}s] {speaker} : {text}"
+    return f"{speaker or 'user'}: {text}"
+
+
 class Printer:
-    """Prints the conversation as it happens: lines to ``out``, notices to ``err``."""
+    """Prints the conversation as it happens: lines to ``out``, notices to ``err``.
+
+    One user line per turn: a plain final waits until the turn's diarized relabel replaces
+    it, or until the reply is complete (then it is printed as it is, before the reply).
+    """
 
     def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
         self.out = out
         self.err = err
         self.fatal: str | None = None
+        self._pending: dict[str, list[str]] = {}  # turn -> plain final lines not printed yet
+        self._relabelled: set[str] = set()
+        self._printed_plain: set[str] = set()
+        self._playing: dict[str, float] = {}  # reply -> seconds of audio queued so far
+        self._progress_shown = False
+        self._live = bool(getattr(err, "isatty", lambda: False)())
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, UserTranscript) and event.final:
-            line = format_user_line(event.text, event.speaker, event.start, event.end)
-            # a diarized relabel prints as its own line, in the seed's exact form
-            self._say(line)
+        if isinstance(event, UserTranscript):
+            if event.final:
+                self._user(event)
+            return
+        if isinstance(event, AssistantTextFinal):
+            self._flush_pending()  # the reply is done: its user line goes first, as it is
+        if isinstance(event, AssistantAudio):
+            seconds = self._playing.get(event.turn_id, 0.0) + event.samples / event.sample_rate
+            self._playing[event.turn_id] = seconds
+            self._progress(f"assistant speaking… {seconds:.1f} s")
         elif isinstance(event, AssistantTextFinal):
+            self._playing.pop(event.turn_id, None)
             mark = " [interrupted]" if event.interrupted else ""
             self._say(f"assistant: {event.text}{mark}")
         elif isinstance(event, ErrorEvent):
@@ -80,11 +107,50 @@ class Printer:
             self._note("reconnected")
         elif isinstance(event, SessionWarning):
             self._note(event.message)
+        elif isinstance(event, SessionEnded):
+            self._flush_pending()
+
+    def _user(self, event: UserTranscript) -> None:
+        line = seed_line(event.text, event.speaker, event.start, event.end)
+        if event.relabel:
+            # the diarized pass replaces the turn's plain line(s) that were held back; one
+            # that comes after the plain line was printed stays in OUT.jsonl only
+            if event.turn_id in self._printed_plain:
+                return
+            self._pending.pop(event.turn_id, None)
+            self._relabelled.add(event.turn_id)
+            self._say(line)
+        elif event.speaker is not None and event.start is not None:
+            self._say(line)  # diarized from the start (one segment per line)
+        elif event.turn_id not in self._relabelled:
+            self._pending.setdefault(event.turn_id, []).append(line)
+
+    def _flush_pending(self) -> None:
+        for turn_id, lines in self._pending.items():
+            self._printed_plain.add(turn_id)
+            for line in lines:
+                self._say(line)
+        self._pending.clear()
+
+    def _progress(self, text: str) -> None:
+        """One line on a terminal's stderr, rewritten in place (nothing when redirected)."""
+        if self._live:
+            self.err.write(f"\r\033[K{text}")
+            self.err.flush()
+            self._progress_shown = True
+
+    def _clear_progress(self) -> None:
+        if self._progress_shown:
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self._progress_shown = False
 
     def _say(self, line: str) -> None:
+        self._clear_progress()
         print(line, file=self.out, flush=True)
 
     def _note(self, line: str) -> None:
+        self._clear_progress()
         print(line, file=self.err, flush=True)
 
 
@@ -156,7 +222,16 @@ async def run(engine: ConversationEngine, writer: JsonlWriter | None) -> Session
 
 def cli_main(args: argparse.Namespace) -> int:
     """Entry point from ``voicetui.cli``; returns the exit code, never a traceback."""
-    printer = Printer()
+    from voicetui.stderr_guard import stderr_to_log
+
+    # ALSA (through PortAudio) writes underrun and probe noise straight to fd 2: that goes
+    # to the log; our own notices use the stream that still reaches the terminal.
+    with stderr_to_log() as terminal:
+        return _talk(args, terminal)
+
+
+def _talk(args: argparse.Namespace, err: TextIO) -> int:
+    printer = Printer(err=err)
     try:
         engine, writer = prepare(args, printer)
         ended = asyncio.run(run(engine, writer))
@@ -166,14 +241,14 @@ def cli_main(args: argparse.Namespace) -> int:
         if not _known(exc):
             log.exception("voicetui talk failed")
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"voicetui talk: {message}", file=sys.stderr, flush=True)
+        print(f"voicetui talk: {message}", file=err, flush=True)
         return EXIT_FAIL
     if ended.code == "user":
         return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
     if ended.code in ("input_finished", "max_duration"):
         return EXIT_OK
     reason = printer.fatal or ended.reason
-    print(f"voicetui talk: {reason}", file=sys.stderr, flush=True)
+    print(f"voicetui talk: {reason}", file=err, flush=True)
     return EXIT_FAIL
 
 

@@ -258,7 +258,8 @@ def cli_main(args: argparse.Namespace) -> int:
     store = TranscriptStore()
     command = getattr(args, "transcripts_command", None) or "list"
     if command == "list":
-        sessions = store.sessions()
+        # a session that never got a line (a failed `talk`, no key) is not a conversation
+        sessions = [s for s in store.sessions() if s.lines > 0]
         if not sessions:
             print(f"no transcripts yet (they are kept in {store.directory})")
             return 0
