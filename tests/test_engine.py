@@ -61,6 +61,7 @@ def test_transcript_store_keeps_finals_and_exports_markdown(tmp_path: Path) -> N
     store.append(AssistantTextFinal(turn_id="a1", text="Hi, how", interrupted=True))
     store.append(SessionEnded(reason="ended by user"))
     store.close()
+    store.wait()  # lines are written by the disk-writer thread
 
     kinds = [json.loads(line)["type"] for line in path.read_text().splitlines()]
     assert kinds == ["SessionStarted"] + ["UserTranscript"] * 3 + [
@@ -87,6 +88,7 @@ def test_transcript_reader_skips_a_torn_tail(tmp_path: Path) -> None:
     writer = JsonlWriter(tmp_path / "t.jsonl")
     writer.append(UserTranscript(turn_id="t", text="kept", final=True))
     writer.close()
+    writer.wait()
     with (tmp_path / "t.jsonl").open("a") as fh:
         fh.write('{"type": "UserTranscript", "te')  # a crash mid-line (not our writer)
     store = TranscriptStore(tmp_path)
@@ -125,6 +127,7 @@ def _add_many(directory: str, n: int) -> None:
     store = UsageStore(Path(directory))
     for _ in range(n):
         store.add(Usage(provider=SPEC, input_tokens=2, output_tokens=1))
+    store.flush()  # totals stay in memory until flushed (a forked child skips atexit)
 
 
 def test_usage_store_adds_per_provider_per_day_atomically(tmp_path: Path) -> None:
@@ -141,6 +144,7 @@ def test_usage_store_adds_per_provider_per_day_atomically(tmp_path: Path) -> Non
     assert list(store.days(SPEC)) == sorted(store.days(SPEC))
     assert store.today("ai-voice-conv.mistral").audio_seconds == 1.5
     assert store.rate_limits(SPEC)["tokens"]["remaining"] == 90.0
+    store.flush()
     assert (tmp_path / "usage.json").stat().st_mode & 0o777 == 0o600
     # two processes adding at once lose nothing (lock + atomic replace)
     ctx = multiprocessing.get_context("fork")
@@ -153,6 +157,7 @@ def test_usage_store_adds_per_provider_per_day_atomically(tmp_path: Path) -> Non
     # a damaged file does not stop anything
     (tmp_path / "usage.json").write_text("{not json")
     store.add(Usage(provider=SPEC, input_tokens=1))
+    store.flush()
     assert store.today(SPEC).input_tokens == 1
     assert (tmp_path / "usage.json.bad").exists()
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voicetui",
         description="A terminal voice console for live conversations with AI voice models "
-        "(Mistral, OpenAI Realtime), bring-your-own-key. Without a command it opens the console.",
+        "(see `voicetui specs list`), bring-your-own-key. Without a command it opens the console.",
     )
     parser.add_argument(
         "--config",
@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="store_true",
-        help="print the versions of voicetui, textual, mistralai, openai, sounddevice, PortAudio",
+        help="print the versions of voicetui, textual, each provider's SDK, sounddevice, PortAudio",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    provider_help = "spec key or alias (mistral, openai)"
+    provider_help = "spec key or alias (voicetui specs list shows them)"
 
     specs = sub.add_parser("specs", help="the integration specs")
     specs_sub = specs.add_subparsers(dest="specs_command", metavar="ACTION", required=True)
@@ -178,7 +178,10 @@ def version_lines() -> list[str]:
     from voicetui import __version__
 
     lines = [f"voicetui {__version__}"]
-    lines += [f"{name}: {dist(name)}" for name in ("textual", "mistralai", "openai", "sounddevice")]
+    from voicetui.providers.registry import providers
+
+    sdks = dict.fromkeys(name for p in providers() for name in p.distributions)
+    lines += [f"{name}: {dist(name)}" for name in ("textual", *sdks, "sounddevice")]
     try:
         with _quiet_fd2():
             import sounddevice
@@ -218,7 +221,12 @@ def _cmd_specs(args: argparse.Namespace) -> int:
     if args.specs_command == "docs":
         from voicetui.specs.docs import write_docs
 
-        for path in write_docs(args.out, reg):
+        try:
+            written = write_docs(args.out, reg)
+        except OSError as err:
+            _err(f"cannot write the docs into {args.out}: {_os_reason(err)}")
+            return EXIT_FAIL
+        for path in written:
             print(path)
         return EXIT_OK
     spec = reg.get(args.provider)
@@ -498,6 +506,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err(str(err))
         return code
+
+
+def _os_reason(err: OSError) -> str:
+    """One line for a refused file operation ("not a directory", "disk full", ...)."""
+    from voicetui import fileio
+
+    if isinstance(err, fileio.UnsafePath):
+        return str(err.strerror)
+    return fileio.reason(err)
 
 
 def _known_error_code(err: BaseException) -> int | None:

@@ -2,7 +2,7 @@
 
 Layout::
 
-    provider = "ai-voice-conv.mistral"      # spec key (or its alias)
+    provider = "<spec key>"                 # spec key (or its alias); default: see below
     theme = "textual-dark"
 
     [audio]
@@ -12,12 +12,16 @@ Layout::
     block_ms = 20
     prebuffer_ms = 20
 
-    [providers."ai-voice-conv.mistral"]
-    model = "mistral-medium-latest"         # spec fields: model, defaultVoice, turnDetection,
+    [providers."<spec key>"]
+    model = "..."                           # spec fields: model, defaultVoice, turnDetection,
     turnDetection = "push_to_talk"          #   maxSessionDurationSeconds
-    baseUrl = "https://api.mistral.ai"      # voicetui: replaces the spec's REST base URL (no /v1)
+    baseUrl = "https://api.example.com"     # voicetui: replaces the spec's REST base URL (no /v1)
     instructions = "..."                    # voicetui: system prompt
-    webSearch = true                        # provider extras (see PROVIDER_EXTRAS)
+    webSearch = true                        # the provider's own options (Provider.options)
+
+Which providers exist, their specs and their own options come from the installed provider
+packages (:mod:`voicetui.providers.registry`); a config without ``provider`` selects the one
+with the lowest ``preference``.
 
 Spec fields are validated by the spec's ``configSchema`` (the source of truth); voicetui's own
 keys by an extension schema that also rejects unknown keys in our sections and a
@@ -29,12 +33,9 @@ never truncated or lost.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,15 +46,13 @@ from urllib.parse import urlsplit
 import jsonschema
 import tomlkit
 
-from voicetui import paths
+from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
-from voicetui.providers.base import ProviderSettings, TurnDetection
+from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
+from voicetui.providers.registry import default_provider_key, load_provider
 from voicetui.specs.model import IntegrationSpec
 from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
 
-# Mistral first: the seeds' own pipeline (000/001 are the Mistral spec, 002 builds a Mistral
-# speech-to-speech assistant), and its cascade works with every turn mode of the spec.
-DEFAULT_PROVIDER = "ai-voice-conv.mistral"
 DEFAULT_THEME = "textual-dark"  # built into Textual, so it always exists
 DEFAULT_INSTRUCTIONS: str = str(
     next(f.default for f in dataclasses.fields(ProviderSettings) if f.name == "instructions")
@@ -67,33 +66,12 @@ _COMMON_EXTENSION: dict[str, dict[str, Any]] = {
     },
     "instructions": {"type": "string", "minLength": 1, "description": "system prompt"},
 }
-PROVIDER_EXTRAS: dict[str, dict[str, tuple[Any, dict[str, Any]]]] = {
-    "ai-voice-conv.openai": {
-        # "gpt-4o-transcribe-diarize" adds speaker labels to the user's lines.
-        "transcriptionModel": ("gpt-4o-transcribe", {"type": "string", "minLength": 1}),
-        "vadThreshold": (0.5, {"type": "number", "minimum": 0, "maximum": 1}),
-        "silenceDurationMs": (500, {"type": "integer", "minimum": 0, "maximum": 10000}),
-        "prefixPaddingMs": (300, {"type": "integer", "minimum": 0, "maximum": 10000}),
-    },
-    "ai-voice-conv.mistral": {
-        "transcriptionModel": (
-            "voxtral-mini-transcribe-realtime-2602",
-            {"type": "string", "minLength": 1},
-        ),
-        "diarizeModel": ("voxtral-mini-latest", {"type": "string", "minLength": 1}),
-        "ttsModel": ("voxtral-mini-tts-latest", {"type": "string", "minLength": 1}),
-        "webSearch": (True, {"type": "boolean"}),
-        "moderation": (False, {"type": "boolean"}),
-        "moderationThresholds": (
-            {},
-            {
-                "type": "object",
-                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
-                "description": "moderation category -> threshold between 0 and 1",
-            },
-        ),
-    },
-}
+
+
+def _options(spec: IntegrationSpec) -> Mapping[str, ProviderOption]:
+    """The options the provider implementing ``spec`` takes beyond the spec."""
+    return load_provider(spec.key).options
+
 
 _AUDIO_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -152,7 +130,7 @@ class AppConfig:
     filled in (spec fields from the spec's example, ``baseUrl`` from its REST transport)."""
 
     path: Path
-    provider: str = DEFAULT_PROVIDER
+    provider: str = field(default_factory=default_provider_key)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     audio: AudioSettings = field(default_factory=AudioSettings)
     theme: str = DEFAULT_THEME
@@ -201,8 +179,8 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     out = copy.deepcopy(dict(spec.config_schema.example))
     out["baseUrl"] = spec.rest_base_url
     out["instructions"] = DEFAULT_INSTRUCTIONS
-    for name, (default, _schema) in PROVIDER_EXTRAS.get(spec.key, {}).items():
-        out[name] = copy.deepcopy(default)
+    for name, option in _options(spec).items():
+        out[name] = copy.deepcopy(option.default)
     return out
 
 
@@ -217,8 +195,8 @@ def extension_schema(spec: IntegrationSpec) -> dict[str, Any]:
             "description": "a session limit in seconds",
         }
     props.update(copy.deepcopy(_COMMON_EXTENSION))
-    for name, (_default, schema) in PROVIDER_EXTRAS.get(spec.key, {}).items():
-        props[name] = copy.deepcopy(schema)
+    for name, option in _options(spec).items():
+        props[name] = copy.deepcopy(dict(option.schema))
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -257,7 +235,7 @@ def load_config(path: Path | str | None = None) -> AppConfig:
 def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) -> AppConfig:
     reg = registry()
     _validate(path, text, doc, _TOP_SCHEMA, ())
-    provider = DEFAULT_PROVIDER
+    provider = default_provider_key()
     if "provider" in doc:
         try:
             provider = reg.resolve(doc["provider"])
@@ -574,22 +552,10 @@ def _edit(
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # one helper for every file the app writes: follows a symlink, refuses a device/FIFO
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # fsync the directory so the rename itself survives a crash
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        fileio.atomic_write(path, data, 0o600)
+    except fileio.UnsafePath as err:
+        raise ConfigError(str(err.strerror), path=path) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot save: {fileio.reason(err)}", path=path) from None

@@ -1,6 +1,7 @@
 """BYOK key store on the OS keyring (service ``voicetui``, username = spec key).
 
-* ``MISTRAL_API_KEY`` / ``OPENAI_API_KEY`` (the spec's env var) override the keyring.
+* The provider's env var (``SpecSource.api_key_env``, e.g. ``<NAME>_API_KEY``) overrides
+  the keyring.
 * Keys are validated against the spec's ``secretSchema`` (plus: non-empty, one token).
 * No plaintext fallback: the fail/null backends and keyrings.alt's file backends are refused;
   any keyring error becomes :class:`KeyringUnavailable`, one line saying what to do.

@@ -1,16 +1,22 @@
 """Logging to the app's log file, with secrets redacted on the way out.
 
-Every module logs through :mod:`logging`; :func:`setup_logging` attaches one file handler
-(``paths.log_file()``, mode 0600) whose formatter redacts registered secret values and
-anything shaped like a bearer token or an ``sk-`` key, so a key cannot reach the file even
-inside a traceback or an SDK's debug message.
+Every module logs through :mod:`logging`; :func:`setup_logging` attaches one rotating file
+handler (``paths.log_file()``, mode 0600, 1 MiB x 3 backups) whose formatter redacts
+registered secret values and anything shaped like a bearer token or an ``sk-`` key, so a
+key cannot reach the file even inside a traceback or an SDK's debug message.
+
+When the state dir cannot be written (read-only, full, not a directory) nothing crashes:
+logging falls back to stderr at WARNING, through the same redacting formatter.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import logging.handlers
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +36,9 @@ _PATTERNS = (
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _installed: dict[str, logging.Handler] = {}  # "file" -> the handler, once set up
+MAX_BYTES = 1 << 20  # the log rotates at 1 MiB, keeping BACKUPS old files
+BACKUPS = 3
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def register_secret(value: str | None) -> None:
@@ -58,29 +67,55 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(level: int | str = logging.INFO, path: Path | None = None) -> Path:
+class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
+    """A rotating handler whose fresh files (after a rollover) are mode 0600 too."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def setup_logging(level: int | str = logging.INFO, path: Path | None = None) -> Path | None:
     """Send the ``voicetui`` loggers (and SDK warnings) to the log file; idempotent (a call
     with another path moves the handler there).
 
-    Returns the log file path. The file is created with mode 0600.
+    Returns the log file path (created with mode 0600), or None when it cannot be written:
+    then warnings and errors go to stderr instead, and nothing raises.
     """
-    target = path or paths.log_file()
     with _lock:
         root = logging.getLogger()
+        try:
+            target = path or paths.log_file()
+        except OSError:
+            target = None
         current = _installed.get("file")
-        if isinstance(current, logging.FileHandler):
-            if current.baseFilename == str(target.absolute()):
-                root.setLevel(level)
-                return target
+        if (
+            target is not None
+            and isinstance(current, logging.FileHandler)
+            and current.baseFilename == str(target.absolute())
+        ):
+            root.setLevel(level)
+            return target
+        if current is not None:
             # a different log file (another config/state dir): move over to it
             root.removeHandler(current)
             current.close()
             del _installed["file"]
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.close(fd)
-        handler = logging.FileHandler(target, encoding="utf-8")
-        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler: logging.Handler
+        try:
+            if target is None:
+                raise OSError("no state dir")
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.close(fd)
+            handler = _PrivateRotatingHandler(
+                target, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+            )
+        except OSError:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setLevel(logging.WARNING)
+            target = None
+        handler.setFormatter(RedactingFormatter(_FORMAT))
         root.addHandler(handler)
         root.setLevel(level)
         _installed["file"] = handler

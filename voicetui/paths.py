@@ -34,6 +34,11 @@ def state_dir() -> Path:
     return _ensure(platformdirs.user_state_path(APP))
 
 
+def state_location() -> Path:
+    """The state dir, without creating it (reading needs no writable disk)."""
+    return platformdirs.user_state_path(APP)
+
+
 def data_dir() -> Path:
     """Transcripts (JSONL per session)."""
     return _ensure(platformdirs.user_data_path(APP))
@@ -49,6 +54,12 @@ def log_file() -> Path:
 
 def transcripts_dir() -> Path:
     return _ensure(data_dir() / "transcripts")
+
+
+def transcripts_location() -> Path:
+    """Where transcripts live, without creating it (a read-only data dir must not crash
+    ``transcripts list``; the writer creates it when it first writes)."""
+    return platformdirs.user_data_path(APP) / "transcripts"
 
 
 def all_app_dirs() -> list[Path]:

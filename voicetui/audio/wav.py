@@ -27,6 +27,7 @@ from voicetui.audio.level import SILENCE_DBFS, rms_dbfs_float
 from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, Float32Array, Int16Array
 from voicetui.audio.resample import resample_once, to_float32, to_int16
 from voicetui.audio.vad import Vad
+from voicetui.fileio import AtomicFile, UnsafePath, reason
 
 
 def read_wav_mono(path: str | Path, rate: int = ENGINE_RATE) -> Float32Array:
@@ -62,7 +63,7 @@ def write_wav_pcm16(
 ) -> None:
     """Write mono PCM16 (int16 as is, float32 scaled and clipped)."""
     data = pcm if pcm.dtype == np.int16 else to_int16(np.asarray(pcm, dtype=np.float32))
-    with wave.open(str(path), "wb") as w:
+    with AtomicFile(path, 0o644) as out, wave.open(out.handle, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
@@ -174,6 +175,7 @@ class WavOutput:
             ENGINE_RATE, prebuffer_ms=prebuffer_ms, max_prebuffer_ms=max_prebuffer_ms
         )
         self._writer: wave.Wave_write | None = None
+        self._file: AtomicFile | None = None
         self._pacer: asyncio.Task[None] | None = None
         self._on_first_audio: Callable[[str, float], None] | None = None
         self._on_error: ErrorCallback | None = None
@@ -187,17 +189,22 @@ class WavOutput:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Create the file (and the real-time pacer)."""
+        """Create the file (and the real-time pacer).
+
+        The audio goes to a temp file next to the path, renamed over it at :meth:`stop`:
+        whatever is at the path stays untouched until then."""
         if self._writer is not None:
             return
         self._loop = asyncio.get_running_loop()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            w = wave.open(str(self.path), "wb")  # noqa: SIM115 - kept open until stop()
+            self._file = AtomicFile(self.path, 0o644)
+        except UnsafePath as exc:
+            raise AudioError(str(exc.strerror), AudioErrorCode.WAV_ERROR) from None
         except OSError as exc:
             raise AudioError(
-                f"cannot write WAV '{self.path}': {exc}", AudioErrorCode.WAV_ERROR
-            ) from exc
+                f"cannot write WAV '{self.path}': {reason(exc)}", AudioErrorCode.WAV_ERROR
+            ) from None
+        w = wave.open(self._file.handle, "wb")  # noqa: SIM115 - kept open until stop()
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(ENGINE_RATE)
@@ -212,10 +219,19 @@ class WavOutput:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pacer
             self._pacer = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        writer, file = self._writer, self._file
+        self._writer = self._file = None
         self._idle.set()
+        if writer is None or file is None:
+            return
+        try:
+            writer.close()  # the header gets its final length; the temp file stays open
+            file.commit()
+        except OSError as exc:
+            file.abort()
+            raise AudioError(
+                f"cannot write WAV '{self.path}': {reason(exc)}", AudioErrorCode.WAV_ERROR
+            ) from None
 
     def set_on_error(self, callback: ErrorCallback | None) -> None:
         self._on_error = callback

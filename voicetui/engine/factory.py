@@ -3,10 +3,14 @@
 Everything that can fail before the session starts fails here, with a one-line message:
 an unknown provider or a missing key (:class:`ProviderError`), a keyring problem
 (``KeyringUnavailable`` from the key store), a bad audio setting (``AudioError``).
+
+This is also the app's one door to the providers (it never imports ``providers.base``):
+:func:`preload_provider` and :func:`list_voices` take a spec key and find the provider.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,7 +18,8 @@ from voicetui import paths
 from voicetui.engine.session import ConversationEngine
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
-from voicetui.providers.base import ProviderError, get_provider
+from voicetui.providers.base import ProviderError, ProviderSettings, Voice, get_provider
+from voicetui.specs.registry import registry
 
 if TYPE_CHECKING:
     from voicetui.audio.factory import AudioSettingsLike
@@ -32,14 +37,27 @@ class KeySource(Protocol):
     def get(self, spec_key: str) -> _ResolvedKey: ...
 
 
-ENV_VARS = {"ai-voice-conv.openai": "OPENAI_API_KEY", "ai-voice-conv.mistral": "MISTRAL_API_KEY"}
+__all__ = ["ProviderError", "Voice", "build_engine", "list_voices", "preload_provider"]
 
 
 def missing_key_message(spec_key: str) -> str:
     """One line telling the user how to provide the key."""
-    short = spec_key.rsplit(".", 1)[-1]
-    env = ENV_VARS.get(spec_key, "the provider's API key variable")
-    return f"no API key for {short}: run `voicetui keys set {short}` or set {env}"
+    source = registry().source(spec_key)
+    return (
+        f"no API key for {source.alias}: run `voicetui keys set {source.alias}` "
+        f"or set {source.api_key_env}"
+    )
+
+
+def preload_provider(spec_key: str) -> None:
+    """Import what connecting to ``spec_key`` needs. Blocking: call it from a thread."""
+    get_provider(spec_key).preload()
+
+
+async def list_voices(settings: ProviderSettings, api_key: str) -> list[Voice]:
+    """The voices of the provider ``settings`` are for (loading it in a thread)."""
+    provider = await asyncio.to_thread(get_provider, settings.spec_key)
+    return await provider.list_voices(settings, api_key)
 
 
 def build_engine(

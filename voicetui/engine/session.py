@@ -365,6 +365,7 @@ class ConversationEngine:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         if self._store is not None:
+            self._store.on_failure = self._store_failed
             try:
                 self._store.open(self.session_id)
             except OSError as exc:
@@ -387,6 +388,7 @@ class ConversationEngine:
             gate=self._gate,
             state_dir=self._state_dir or Path("."),
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
+            session_id=self.session_id,
         )
         try:
             session = self._provider.create_session(ctx)
@@ -631,6 +633,14 @@ class ConversationEngine:
                         log.exception("listener %r failed on %s", listener, ev.kind)
         finally:
             self._dispatching = False
+
+    def _store_failed(self, message: str) -> None:
+        """The disk refused the transcript (called once, from the writer thread): say so."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            event = ErrorEvent(message=f"{message} — export it elsewhere", code="storage")
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._emit, event)
 
     def _record(self, event: Event) -> None:
         if self._store is not None:

@@ -19,12 +19,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
+from voicetui import fileio
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.engine.events import (
     AssistantAudio,
@@ -38,13 +40,25 @@ from voicetui.engine.events import (
     UserTranscript,
 )
 from voicetui.engine.session import ConversationEngine
-from voicetui.engine.transcript import JsonlWriter
+from voicetui.engine.transcript import JsonlWriter, TranscriptStore
 
 log = logging.getLogger("voicetui.talk")
 
 EXIT_OK = 0
 EXIT_FAIL = 1
+EXIT_CONFIG = 2  # as the README says: a config the user must fix
 EXIT_INTERRUPTED = 130
+
+
+class Writer(Protocol):
+    """A transcript sink written off the loop (:class:`JsonlWriter`, :class:`TranscriptStore`)."""
+
+    @property
+    def failure(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+    def wait(self, timeout: float | None = 10.0) -> bool: ...
 
 
 def not_audio(event: Event) -> bool:
@@ -156,7 +170,7 @@ class Printer:
 
 def prepare(
     args: argparse.Namespace, printer: Printer | None = None
-) -> tuple[ConversationEngine, JsonlWriter | None]:
+) -> tuple[ConversationEngine, list[Writer]]:
     """Build the engine for ``args`` and hook up the printer and OUT.jsonl; raise the
     one-line errors of the set-up (config, key, provider, audio) before anything starts."""
     from voicetui.config import load_config
@@ -166,6 +180,7 @@ def prepare(
     input_wav = Path(args.input)
     if not input_wav.is_file():
         raise FileNotFoundError(f"input WAV not found: {input_wav}")
+    _check_outputs(args, input_wav)  # before anything is touched
     config = load_config(getattr(args, "config", None))
     provider_key = getattr(args, "provider", None) or config.provider
     settings = config.provider_settings(provider_key)
@@ -174,6 +189,7 @@ def prepare(
     # a WAV microphone hears no loudspeaker, so there is no echo to gate: let the user's
     # speech over a reply barge in exactly as the provider decides
     audio = dataclasses.replace(config.audio, duplex=DuplexPolicy.FULL)
+    store = TranscriptStore()
     engine = build_engine(
         config,
         KeyStore(),
@@ -185,20 +201,33 @@ def prepare(
         end_when_input_ends=True,
         talk_on_connect=ptt,
         audio=audio,
+        store=store,
     )
-    writer: JsonlWriter | None = None
+    writers: list[Writer] = [store]
     transcript = getattr(args, "transcript", None)
     if transcript:
-        path = Path(transcript)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a fresh file per run
-        writer = JsonlWriter(path, keep=not_audio)
+        # a fresh file per run, put in place only when complete (the old one stays till then)
+        writer = JsonlWriter(Path(transcript), keep=not_audio, replace=True)
         engine.subscribe(writer.append)
+        writers.append(writer)
     engine.subscribe(printer or Printer())
-    return engine, writer
+    return engine, writers
 
 
-async def run(engine: ConversationEngine, writer: JsonlWriter | None) -> SessionEnded:
+def _check_outputs(args: argparse.Namespace, input_wav: Path) -> None:
+    """Refuse an output that is the input itself, or not a regular file, in one line."""
+    for flag in ("output", "transcript"):
+        value = getattr(args, flag, None)
+        if not value:
+            continue
+        if fileio.same_file(value, input_wav):
+            raise fileio.UnsafePath(
+                errno.EINVAL, f"--{flag} {value} is the input file; choose another path"
+            )
+        fileio.write_target(value)
+
+
+async def run(engine: ConversationEngine, writers: list[Writer] | None = None) -> SessionEnded:
     """Run the prepared conversation to its end; Ctrl+C ends it cleanly (the transcript
     gets its SessionEnded line)."""
     loop = asyncio.get_running_loop()
@@ -216,7 +245,7 @@ async def run(engine: ConversationEngine, writer: JsonlWriter | None) -> Session
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        if writer is not None:
+        for writer in writers or ():
             writer.close()
 
 
@@ -233,8 +262,8 @@ def cli_main(args: argparse.Namespace) -> int:
 def _talk(args: argparse.Namespace, err: TextIO) -> int:
     printer = Printer(err=err)
     try:
-        engine, writer = prepare(args, printer)
-        ended = asyncio.run(run(engine, writer))
+        engine, writers = prepare(args, printer)
+        ended = asyncio.run(run(engine, writers))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # set-up failures carry one-line messages
@@ -242,6 +271,14 @@ def _talk(args: argparse.Namespace, err: TextIO) -> int:
             log.exception("voicetui talk failed")
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"voicetui talk: {message}", file=err, flush=True)
+        return EXIT_CONFIG if type(exc).__name__ == "ConfigError" else EXIT_FAIL
+    # the transcript is written off the loop: wait for it, then say if the disk said no
+    for writer in writers:
+        writer.wait()
+    failures = list(dict.fromkeys(w.failure for w in writers if w.failure))
+    if failures:
+        for failure in failures:
+            print(f"voicetui talk: {failure}", file=err, flush=True)
         return EXIT_FAIL
     if ended.code == "user":
         return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
@@ -256,4 +293,5 @@ def _known(exc: BaseException) -> bool:
     from voicetui.providers.base import ProviderError
 
     names = {"ConfigError", "AudioError", "KeyringUnavailable", "InvalidKey", "UnknownProvider"}
-    return isinstance(exc, ProviderError | FileNotFoundError) or type(exc).__name__ in names
+    known = ProviderError | FileNotFoundError | fileio.UnsafePath
+    return isinstance(exc, known) or type(exc).__name__ in names

@@ -1,9 +1,12 @@
 """Transcript store: one append-only JSONL file per session, fsynced at every final event.
 
-Every line is ``event_to_dict(event)`` as JSON. Final events (:func:`is_final`) are flushed
-and fsynced before the engine shows them to anyone else, so a crash (even ``kill -9``) loses
-nothing that was on screen. Partial text and audio chunks are not kept: they are superseded
-by the finals and would only bloat the file.
+Every line is ``event_to_dict(event)`` as JSON, serialised on the caller's thread and
+written by the one disk-writer thread (:func:`voicetui.fileio.writer`), so the event loop
+never waits on the disk. Lines are whole or absent (:class:`voicetui.fileio.LineAppender`):
+when the disk refuses (full, read-only, forbidden) writing stops, the lines stay in memory
+(:attr:`JsonlWriter.unsaved`) and ``on_failure`` hears one line saying so. Final events
+(:func:`is_final`) are fsynced. Partial text and audio chunks are not kept: they are
+superseded by the finals and would only bloat the file.
 
 Also here: the Markdown export and ``voicetui transcripts list|export``.
 """
@@ -11,16 +14,17 @@ Also here: the Markdown export and ``voicetui transcripts list|export``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicetui import paths
+from voicetui import fileio, paths
 from voicetui.engine.events import (
     AssistantAudio,
     AssistantTextDelta,
@@ -46,40 +50,92 @@ def keeps(event: Event) -> bool:
 
 
 class JsonlWriter:
-    """Appends events to one JSONL file; fsyncs after each final event.
+    """Appends events to one JSONL file through the disk-writer thread; fsyncs each final.
 
-    ``keep`` filters which events are written (default: :func:`keeps`). The file is opened in
-    append mode, so a resumed session never rewrites earlier lines.
+    ``keep`` filters which events are written (default: :func:`keeps`). By default the file
+    is opened in append mode, so a resumed session never rewrites earlier lines. With
+    ``replace=True`` a fresh file is written; if one is already at ``path`` the lines go
+    to a temp file next to it that replaces it at :meth:`close` (only if every line was
+    written): whatever was at ``path`` is untouched until the new file is complete. A path
+    that is not a regular file raises :class:`voicetui.fileio.UnsafePath` here.
     """
 
-    def __init__(self, path: Path, *, keep: Any = keeps) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep: Any = keeps,
+        replace: bool = False,
+        what: str = "transcript",
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
         self._keep = keep
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._target: Path | None = None
+        sink = path
+        if replace:
+            target = fileio.write_target(path)
+            if target.exists():  # else write in place: a kill -9 then keeps every final line
+                self._target = target
+                sink = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        self._appender = fileio.LineAppender(sink, what=what, on_failure=self._failed)
+        self._on_failure = on_failure
+        self._closed = False
+        self._writer = fileio.writer()
+        self._writer.submit(self._appender.open)
+
+    @property
+    def failure(self) -> str | None:
+        """The one line saying why lines were not saved (None while all is well)."""
+        return self._appender.failure
+
+    @property
+    def unsaved(self) -> list[bytes]:
+        """Lines the disk refused, oldest first (read after :meth:`wait`)."""
+        return list(self._appender.unsaved)
+
+    def _failed(self, message: str) -> None:
+        if self._target is not None:  # name the path the user gave, not the temp file
+            message = message.replace(str(self._appender.path), str(self.path))
+            self._appender.failure = message
+        if self._on_failure is not None:
+            self._on_failure(message)
 
     def append(self, event: Event) -> None:
-        """Write ``event`` if kept; make it durable if it is final.
-
-        Each line goes out in one unbuffered ``write`` (O_APPEND), so a crash can never
-        leave half a line behind, whatever the process was doing.
-        """
-        if self._fd is None or not self._keep(event):
+        """Queue ``event`` if kept; it is fsynced if it is final."""
+        if self._closed or not self._keep(event):
             return
-        line = json.dumps(event_to_dict(event), ensure_ascii=False) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
-        if is_final(event):
-            os.fsync(self._fd)
+        line = (json.dumps(event_to_dict(event), ensure_ascii=False) + "\n").encode("utf-8")
+        sync = is_final(event)
+        self._writer.submit(lambda: self._appender.append(line, sync=sync))
 
     def close(self) -> None:
-        """Fsync and close (idempotent)."""
-        if self._fd is None:
+        """Queue the fsync and close (idempotent; :meth:`wait` waits for it)."""
+        if self._closed:
             return
-        fd, self._fd = self._fd, None
+        self._closed = True
+        self._writer.submit(self._finish)
+
+    def wait(self, timeout: float | None = 10.0) -> bool:
+        """Block until everything queued so far is on disk (not on the event loop)."""
+        return self._writer.drain(timeout)
+
+    def _finish(self) -> None:
+        self._appender.close()
+        if self._target is None:
+            return
+        sink = self._appender.path
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            if self._appender.failure is None:
+                os.replace(sink, self._target)
+                return
+        except OSError as exc:
+            self._appender.failure = f"transcript not saved: {fileio.reason(exc)} at {self.path}"
+            log.error("%s", self._appender.failure)
+            if self._on_failure is not None:
+                self._on_failure(self._appender.failure)
+        with contextlib.suppress(OSError):
+            os.unlink(sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +150,24 @@ class SessionSummary:
 
 
 class TranscriptStore:
-    """Append-only JSONL per session in :func:`voicetui.paths.transcripts_dir`."""
+    """Append-only JSONL per session in :func:`voicetui.paths.transcripts_location`.
+
+    Nothing here raises for a disk that says no: :attr:`failure` gets one line and
+    :attr:`on_failure` (set by the engine) hears it once, from the writer thread.
+    """
 
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
         self._writer: JsonlWriter | None = None
         self.session_id: str | None = None
+        self.on_failure: Callable[[str], None] | None = None
+        self.failure: str | None = None
 
     @property
     def directory(self) -> Path:
+        """Where the files are (not created here: listing needs no writable disk)."""
         if self._directory is None:
-            self._directory = paths.transcripts_dir()
-        self._directory.mkdir(parents=True, exist_ok=True)
+            self._directory = paths.transcripts_location()
         return self._directory
 
     def path_for(self, session_id: str) -> Path:
@@ -115,27 +177,50 @@ class TranscriptStore:
         """Start (or resume) the file of ``session_id``; later events go there."""
         self.close()
         self.session_id = session_id
-        self._writer = JsonlWriter(self.path_for(session_id))
+        self._writer = JsonlWriter(self.path_for(session_id), on_failure=self._failed)
         return self._writer.path
+
+    def _failed(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = message
+            if self.on_failure is not None:
+                self.on_failure(message)
 
     def append(self, event: Event) -> None:
         """Record ``event`` in the open session (no-op when none is open)."""
         if self._writer is not None:
             self._writer.append(event)
 
+    @property
+    def unsaved(self) -> list[bytes]:
+        """The open session's lines the disk refused (see :class:`JsonlWriter`)."""
+        return self._writer.unsaved if self._writer is not None else []
+
     def close(self) -> None:
+        """Queue the close of the open session (does not wait: see :meth:`wait`)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def wait(self, timeout: float | None = 10.0) -> bool:
+        """Block until everything queued so far is written (never call on the event loop)."""
+        return fileio.writer().drain(timeout)
 
     # --- reading ----------------------------------------------------------------------
 
     def session_ids(self) -> list[str]:
         """Stored session ids, oldest first (ids sort by time)."""
-        return sorted(p.stem for p in self.directory.glob(f"*{SUFFIX}"))
+        try:
+            names = os.listdir(self.directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and n[0] != ".")
 
     def load(self, session_id: str) -> list[dict[str, Any]]:
-        """The events of a session as dicts; a torn last line (crash mid-write) is skipped."""
+        """The events of a session as dicts; a torn last line (crash mid-write) is skipped.
+
+        Waits for lines still queued for the disk first (call it off the event loop)."""
+        fileio.writer().drain()
         return list(read_jsonl(self.path_for(session_id)))
 
     def sessions(self) -> list[SessionSummary]:
@@ -258,8 +343,13 @@ def cli_main(args: argparse.Namespace) -> int:
     store = TranscriptStore()
     command = getattr(args, "transcripts_command", None) or "list"
     if command == "list":
-        # a session that never got a line (a failed `talk`, no key) is not a conversation
-        sessions = [s for s in store.sessions() if s.lines > 0]
+        try:
+            # a session that never got a line (a failed `talk`, no key) is not a conversation
+            sessions = [s for s in store.sessions() if s.lines > 0]
+        except OSError as err:
+            where = store.directory
+            print(f"voicetui: cannot read {where}: {fileio.reason(err)}", file=sys.stderr)
+            return 1
         if not sessions:
             print(f"no transcripts yet (they are kept in {store.directory})")
             return 0
@@ -283,7 +373,14 @@ def cli_main(args: argparse.Namespace) -> int:
         text = store.export_markdown(session_id)
         out = getattr(args, "out", None)
         if out:
-            Path(out).write_text(text, encoding="utf-8")
+            try:
+                fileio.atomic_write(out, text.encode("utf-8"))
+            except fileio.UnsafePath as err:
+                print(f"voicetui: {err.strerror}", file=sys.stderr)
+                return 1
+            except OSError as err:
+                print(f"voicetui: cannot write {out}: {fileio.reason(err)}", file=sys.stderr)
+                return 1
             print(f"wrote {out}")
         else:
             sys.stdout.write(text)

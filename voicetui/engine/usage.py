@@ -1,13 +1,16 @@
 """Usage and quota: totals per provider per day in a small JSON file in the state dir.
 
-The file (``usage.json``) is rewritten atomically (temp file, fsync, rename) under an
-advisory lock, so the app and ``voicetui usage`` can read it at any time and two processes
-adding at once never lose a count. Layout::
+The file (``usage.json``) is rewritten atomically (:func:`voicetui.fileio.atomic_write`)
+under a cross-process lock (``filelock``), so the app and ``voicetui usage`` can read it at
+any time and two processes adding at once never lose a count. :meth:`UsageStore.add` only
+adds to totals in memory and queues one flush on the disk-writer thread (coalesced: the
+Usage events of one turn end in one write), so the event loop never waits on the disk.
+Layout::
 
     {"version": 1,
-     "days": {"ai-voice-conv.openai": {"2026-11-22": {"input_tokens": 0, ...}}},
-     "rate_limits": {"ai-voice-conv.openai": {"tokens": {"limit": ..., "remaining": ...,
-                                                          "reset_seconds": ...}}}}
+     "days": {"<spec key>": {"2026-11-22": {"input_tokens": 0, ...}}},
+     "rate_limits": {"<spec key>": {"tokens": {"limit": ..., "remaining": ...,
+                                               "reset_seconds": ...}}}}
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
-import os
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from voicetui import paths
+import filelock
+
+from voicetui import fileio, paths
 from voicetui.engine.events import Usage
 
 log = logging.getLogger("voicetui.usage")
@@ -65,26 +68,64 @@ class UsageStore:
 
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
+        self._lock = threading.Lock()  # guards the pending totals
+        self._io = threading.Lock()  # a read waits for a flush in progress
+        # not yet on disk: (provider, day) -> totals to add; provider -> latest limits
+        self._pending: dict[tuple[str, str], UsageTotals] = {}
+        self._pending_limits: dict[str, dict[str, Any]] = {}
+        self._flush_queued = False
+        self.failure: str | None = None
 
     @property
     def path(self) -> Path:
-        directory = self._directory or paths.state_dir()
-        directory.mkdir(parents=True, exist_ok=True)
+        """The file (its directory is created by the first write, not by reading)."""
+        directory = self._directory or paths.state_location()
         return directory / FILENAME
 
     def add(self, event: Usage, *, day: str | None = None) -> None:
-        """Add one Usage event to today's totals (and remember its rate limits)."""
+        """Add one Usage event to today's totals (and remember its rate limits).
+
+        Never touches the disk on the caller's thread: the write is queued (see module doc).
+        """
         day = day or _today()
-        with self._locked():
-            data = self._read()
+        with self._lock:
             if event.input_tokens or event.output_tokens or event.audio_seconds or event.requests:
-                days = data.setdefault("days", {}).setdefault(event.provider, {})
-                totals = _totals(days.get(day)).plus(event)
-                days[day] = asdict(totals)
+                key = (event.provider, day)
+                self._pending[key] = self._pending.get(key, UsageTotals()).plus(event)
             if event.rate_limits:
-                limits = data.setdefault("rate_limits", {}).setdefault(event.provider, {})
-                limits.update(event.rate_limits)
-            self._write(data)
+                self._pending_limits.setdefault(event.provider, {}).update(event.rate_limits)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        fileio.writer().submit(self.flush)
+
+    def flush(self) -> None:
+        """Write what :meth:`add` gathered (on the writer thread; callable from anywhere)."""
+        with self._io:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            limits, self._pending_limits = self._pending_limits, {}
+            self._flush_queued = False
+        if not pending and not limits:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self._locked():
+                data = self._read_file()
+                _merge(data, pending, limits)
+                fileio.atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+        except OSError as exc:
+            with self._lock:  # keep the counts: a later flush may find room
+                for key, totals in pending.items():
+                    self._pending[key] = _add(self._pending.get(key, UsageTotals()), totals)
+                for provider, lim in limits.items():
+                    self._pending_limits.setdefault(provider, {}).update(lim)
+            if self.failure is None:
+                self.failure = f"usage not saved: {fileio.reason(exc)} ({exc.filename or ''})"
+                log.error("%s", self.failure)
 
     def today(self, spec_key: str) -> UsageTotals:
         """Today's totals for ``spec_key`` (zeros when nothing was used)."""
@@ -110,11 +151,22 @@ class UsageStore:
     # --- file handling ----------------------------------------------------------------
 
     def _read(self) -> dict[str, Any]:
+        """The file plus what is still in memory."""
+        with self._io:
+            data = self._read_file()
+            with self._lock:
+                _merge(data, dict(self._pending), dict(self._pending_limits))
+        return data
+
+    def _read_file(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {"version": 1}
-        except (OSError, json.JSONDecodeError) as exc:
+        except PermissionError as exc:
+            log.warning("usage file unreadable (%s)", exc)
+            return {"version": 1}
+        except (OSError, ValueError) as exc:
             # a damaged file must not stop a conversation: start over, keep the bad copy
             log.warning("usage file unreadable (%s); starting fresh", exc)
             with contextlib.suppress(OSError):
@@ -122,31 +174,32 @@ class UsageStore:
             return {"version": 1}
         return data if isinstance(data, dict) else {"version": 1}
 
-    def _write(self, data: dict[str, Any]) -> None:
-        path = self.path
-        fd, tmp = tempfile.mkstemp(prefix=".usage-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        lock_path = self.path.with_suffix(".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        # filelock: the same cross-process lock on POSIX and Windows
+        with filelock.FileLock(str(self.path.with_suffix(".lock")), mode=0o600):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+
+
+def _add(a: UsageTotals, b: UsageTotals) -> UsageTotals:
+    return UsageTotals(
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        round(a.audio_seconds + b.audio_seconds, 3),
+        a.requests + b.requests,
+    )
+
+
+def _merge(
+    data: dict[str, Any],
+    pending: dict[tuple[str, str], UsageTotals],
+    limits: dict[str, dict[str, Any]],
+) -> None:
+    for (provider, day), totals in pending.items():
+        days = data.setdefault("days", {}).setdefault(provider, {})
+        days[day] = asdict(_add(_totals(days.get(day)), totals))
+    for provider, lim in limits.items():
+        data.setdefault("rate_limits", {}).setdefault(provider, {}).update(lim)
 
 
 def _totals(raw: Any) -> UsageTotals:

@@ -1,24 +1,30 @@
-"""The provider seam: one module per provider behind one small protocol.
+"""The provider seam: a provider is one package that declares everything about itself.
 
 The engine owns audio, turn state, the transcript store, usage and latency; a provider owns
 the connection to its service. A provider session receives mic frames and commands from the
 engine, and reports what happens through ``ctx.emit`` (typed events from
-:mod:`voicetui.engine.events`) and ``ctx.playback`` (assistant audio). A third provider (a
-self-hosted OpenAI-compatible endpoint, say) is one new module registered in
-:data:`PROVIDER_MODULES`.
+:mod:`voicetui.engine.events`) and ``ctx.playback`` (assistant audio).
+
+A :class:`Provider` object declares its integration spec (key, alias, env var), its options
+beyond the spec (JSON Schema and default of each), its health probe, preload, voices and
+session adapter. Packages publish one in the ``voicetui.providers`` entry-point group
+(:mod:`voicetui.providers.registry`), so a third provider is one installable package and no
+edit anywhere else.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from voicetui.audio.ports import AudioOutput, BargeInGate, CaptureFrame
 from voicetui.engine.events import Event
+from voicetui.specs.model import SpecSource
 
 TurnDetection = Literal["server_vad", "push_to_talk"]
 
@@ -64,6 +70,16 @@ class SessionContext:
     gate: BargeInGate
     state_dir: Path
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("voicetui.provider"))
+    # Scopes turn ids to this session: a console that restarts its session appends new
+    # turns instead of rewriting the earlier ones (``u1`` of the second session is not
+    # ``u1`` of the first).
+    session_id: str = ""
+    _turn_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def new_turn_id(self, prefix: str) -> str:
+        """A turn or reply id unique across sessions: ``<session id>/<prefix><n>``."""
+        n = next(self._turn_numbers)
+        return f"{self.session_id}/{prefix}{n}" if self.session_id else f"{prefix}{n}"
 
 
 class ProviderSession(Protocol):
@@ -105,8 +121,54 @@ class Voice:
     description: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderOption:
+    """An option a provider takes beyond its spec's ``configSchema``: the default used when
+    the config says nothing, and the JSON Schema the config value must satisfy."""
+
+    default: Any
+    schema: Mapping[str, Any]
+
+
+class ProbeFailure(Exception):
+    """What a health probe raises when the service is not usable. ``status`` is one of
+    :data:`voicetui.health.STATUSES`; ``detail`` is one line, never containing the key."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
 class Provider(Protocol):
-    spec_key: str
+    """What a provider package publishes in the ``voicetui.providers`` entry-point group.
+
+    Importing the object must not import an SDK: listing providers (``specs list``, the
+    settings screen) loads every one of them.
+    """
+
+    @property
+    def source(self) -> SpecSource:
+        """The integration spec with its alias and API-key environment variable."""
+        ...
+
+    @property
+    def spec_key(self) -> str: ...
+
+    @property
+    def options(self) -> Mapping[str, ProviderOption]:
+        """Options beyond the spec (name -> default and JSON Schema)."""
+        ...
+
+    @property
+    def preference(self) -> int:
+        """Which provider a config without ``provider`` selects: the lowest wins."""
+        ...
+
+    @property
+    def distributions(self) -> tuple[str, ...]:
+        """The SDK distributions it speaks through (``voicetui --version`` lists them)."""
+        ...
 
     def create_session(self, ctx: SessionContext) -> ProviderSession: ...
 
@@ -120,13 +182,10 @@ class Provider(Protocol):
         """Voices for the settings picker (from the service when it has a list)."""
         ...
 
-
-# spec key -> module exposing ``PROVIDER: Provider``; imported lazily so that a subcommand
-# touching one provider never imports the other's SDK.
-PROVIDER_MODULES: dict[str, str] = {
-    "ai-voice-conv.openai": "voicetui.providers.openai",
-    "ai-voice-conv.mistral": "voicetui.providers.mistral",
-}
+    async def probe(self, base_url: str, api_key: str, timeout_ms: int) -> str:
+        """One cheap authenticated call; returns a one-line detail (``"12 models listed"``)
+        or raises :class:`ProbeFailure`. The caller bounds it by ``timeout_ms``."""
+        ...
 
 
 def import_quietly(*modules: str) -> None:
@@ -139,10 +198,7 @@ def import_quietly(*modules: str) -> None:
 
 
 def get_provider(spec_key: str) -> Provider:
-    """The provider implementing ``spec_key``."""
-    try:
-        module_name = PROVIDER_MODULES[spec_key]
-    except KeyError:
-        raise ProviderError(f"no provider implements {spec_key!r}", code="config") from None
-    provider: Provider = importlib.import_module(module_name).PROVIDER
-    return provider
+    """The provider implementing ``spec_key`` (see :mod:`voicetui.providers.registry`)."""
+    from voicetui.providers.registry import load_provider
+
+    return load_provider(spec_key)

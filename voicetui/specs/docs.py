@@ -8,11 +8,13 @@ The output depends only on the spec data, so a test diffs it against checked-in 
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from voicetui import fileio
 from voicetui.specs.model import SpecSource
 from voicetui.specs.registry import SpecRegistry, registry
 
@@ -126,12 +128,14 @@ def doc_filename(source: SpecSource) -> str:
 def write_docs(out_dir: Path, reg: SpecRegistry | None = None) -> list[Path]:
     """Write one ``<spec key>.md`` per spec into ``out_dir`` (created); return the paths."""
     reg = reg or registry()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for key in reg:
         source = reg.source(key)
         path = out_dir / doc_filename(source)
-        path.write_text(render_markdown(source), encoding="utf-8", newline="\n")
+        fileio.atomic_write(path, render_markdown(source).encode("utf-8"), 0o644)
         written.append(path)
     return written
 

@@ -107,4 +107,13 @@ SOURCE = SpecSource(
     module_file="voicetui/specs/mistral.py",
     alias="mistral",
     api_key_env="MISTRAL_API_KEY",
+    key_steps=(
+        "Log in to Mistral AI Studio with your Mistral account (free or paid).",
+        "Click your profile icon (top right).",
+        "Open API Keys.",
+        "Click Create New Key.",
+        'Enter a name (e.g. "voicetui") and an expiration (or "No Expiration").',
+        "Click Create New Key.",
+        "Copy the key now and store it securely — treat it like a password. Paste it above.",
+    ),
 )

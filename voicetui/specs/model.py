@@ -204,3 +204,4 @@ class SpecSource:
     module_file: str  # repo-relative path of the Python module holding it
     alias: str  # short CLI name: "mistral", "openai"
     api_key_env: str  # environment variable that overrides the keyring
+    key_steps: tuple[str, ...] = ()  # how to get a key, step by step (the keys screen)

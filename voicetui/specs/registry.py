@@ -7,17 +7,12 @@ checks every spec's schemas and refuses a spec whose own example does not valida
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import jsonschema
 from jsonschema.validators import validator_for
 
 from voicetui.specs.model import IntegrationSpec, SchemaWithExample, SpecSource
-
-# One module per provider, each exposing ``SOURCE: SpecSource``. A third provider is one more
-# module here (and one in ``voicetui.providers.base.PROVIDER_MODULES``).
-SPEC_MODULES: tuple[str, ...] = ("voicetui.specs.mistral", "voicetui.specs.openai")
 
 
 class UnknownProvider(LookupError):
@@ -116,6 +111,8 @@ class SpecRegistry:
 
 @functools.cache
 def registry() -> SpecRegistry:
-    """The process-wide registry of every spec in :data:`SPEC_MODULES`."""
-    sources = [importlib.import_module(name).SOURCE for name in SPEC_MODULES]
-    return SpecRegistry(sources)
+    """The process-wide registry of the spec of every installed provider (each declares its
+    own; see :mod:`voicetui.providers.registry`)."""
+    from voicetui.providers.registry import providers
+
+    return SpecRegistry([provider.source for provider in providers()])

@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from voicetui.audio.devices import DeviceInfo
     from voicetui.config import AppConfig
     from voicetui.engine.events import SessionEnded
+    from voicetui.engine.factory import Voice
     from voicetui.engine.session import ConversationEngine
     from voicetui.health import HealthResult
     from voicetui.keys import KeyStore
-    from voicetui.providers.base import Voice
 
 log = logging.getLogger("voicetui.tui")
 
@@ -310,16 +310,13 @@ class VoiceTuiApp(App[int]):
 
     async def fetch_voices(self, spec_key: str) -> list[Voice]:
         """The provider's voices (cached); the configured voice alone when unreachable."""
-        from voicetui.providers.base import Voice, get_provider
+        from voicetui.engine.factory import Voice, list_voices
 
         settings = self.config.provider_settings(spec_key)
         fallback = [Voice(id=settings.voice, name=settings.voice, description="configured voice")]
         try:
             resolved = await asyncio.to_thread(self.keys.get, spec_key)
-            provider = await asyncio.to_thread(get_provider, spec_key)
-            voices = await asyncio.wait_for(
-                provider.list_voices(settings, resolved.value or ""), timeout=10
-            )
+            voices = await asyncio.wait_for(list_voices(settings, resolved.value or ""), timeout=10)
         except Exception as exc:
             log.info("voice list for %s unavailable: %s", spec_key, exc)
             return self.voices.get(spec_key) or fallback
@@ -411,10 +408,9 @@ class VoiceTuiApp(App[int]):
     async def _build_engine(self, provider_key: str) -> ConversationEngine:
         # SDK imports, keyring reads and device checks can take a while: build the engine
         # (which starts nothing) in a thread; it runs on this loop afterwards.
-        from voicetui.engine.factory import build_engine
-        from voicetui.providers.base import get_provider
+        from voicetui.engine.factory import build_engine, preload_provider
 
-        await asyncio.to_thread(lambda: get_provider(provider_key).preload())
+        await asyncio.to_thread(preload_provider, provider_key)
         return await asyncio.to_thread(
             build_engine,
             self.config,
@@ -554,9 +550,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
+    from voicetui import fileio
+
+    fileio.atomic_write(path, text.encode("utf-8"), 0o600)
 
 
 def run(config_path: Path | None) -> int:
@@ -590,8 +586,9 @@ def run_demo(provider: str | None = None) -> int:
     touched: the demo's live in a temporary folder, removed at exit."""
     import tempfile
 
-    from voicetui.config import DEFAULT_PROVIDER, load_config, update_config
+    from voicetui.config import load_config, update_config
     from voicetui.keys import KeyStore
+    from voicetui.providers.registry import default_provider_key
     from voicetui.specs.registry import registry
     from voicetui.stderr_guard import stderr_to_log
 
@@ -613,7 +610,7 @@ def run_demo(provider: str | None = None) -> int:
             path = root / "config.toml"
             update_config(
                 path,
-                provider=provider or DEFAULT_PROVIDER,
+                provider=provider or default_provider_key(),
                 providers={key: servers.options(key) for key in servers.servers},
             )
             config = load_config(path)

@@ -12,12 +12,11 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voicetui import fileio
 from voicetui.providers.base import ProviderError, ProviderSettings
 from voicetui.providers.mistral.retry import RetryPolicy, call_with_retries
 
@@ -159,10 +158,7 @@ class AgentManager:
             agents = data["agents"] = {}
         agents[self._key] = {"id": agent_id, "model": self._settings.model}
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".agent-", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-            os.replace(tmp, self._path)  # atomic: a crash never leaves half a file
+            payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
+            fileio.atomic_write(self._path, payload)  # a crash never leaves half a file
         except OSError as exc:  # a read-only state dir costs an agent per launch, nothing more
             self._log.warning("cannot cache the agent id in %s: %s", self._path, exc)

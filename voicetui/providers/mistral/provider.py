@@ -1,17 +1,44 @@
-"""The Mistral provider object: sessions and the voice list."""
+"""The Mistral provider object: its declaration, sessions, the voice list, the health probe."""
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from voicetui.providers.base import ProviderSettings, SessionContext, Voice, import_quietly
+from voicetui.providers import probe
+from voicetui.providers.base import (
+    ProviderOption,
+    ProviderSettings,
+    SessionContext,
+    Voice,
+    import_quietly,
+)
 from voicetui.providers.mistral.retry import RetryPolicy, call_with_retries
+from voicetui.specs.mistral import SOURCE
+from voicetui.specs.model import SpecSource
 
 if TYPE_CHECKING:
     from voicetui.providers.mistral.session import MistralSession
 
-SPEC_KEY = "ai-voice-conv.mistral"
+SPEC_KEY = SOURCE.spec.key
+
+_MODEL: dict[str, Any] = {"type": "string", "minLength": 1}
+OPTIONS: dict[str, ProviderOption] = {
+    "transcriptionModel": ProviderOption("voxtral-mini-transcribe-realtime-2602", _MODEL),
+    "diarizeModel": ProviderOption("voxtral-mini-latest", _MODEL),
+    "ttsModel": ProviderOption("voxtral-mini-tts-latest", _MODEL),
+    "webSearch": ProviderOption(True, {"type": "boolean"}),
+    "moderation": ProviderOption(False, {"type": "boolean"}),
+    "moderationThresholds": ProviderOption(
+        {},
+        {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+            "description": "moderation category -> threshold between 0 and 1",
+        },
+    ),
+}
 VOICE_PAGE_SIZE = 50
 MAX_VOICE_PAGES = 20
 
@@ -20,6 +47,16 @@ class MistralProvider:
     """Mistral streaming cascade (realtime STT → agent conversation → streamed TTS)."""
 
     spec_key = SPEC_KEY
+    preference = 0  # the seeds' own pipeline, and it works with every turn mode of the spec
+    distributions = ("mistralai",)
+
+    @property
+    def source(self) -> SpecSource:
+        return SOURCE
+
+    @property
+    def options(self) -> Mapping[str, ProviderOption]:
+        return OPTIONS
 
     def create_session(self, ctx: SessionContext) -> MistralSession:
         """A new, unconnected session (the engine calls ``connect`` next)."""
@@ -68,3 +105,25 @@ class MistralProvider:
                 if not token or len(page.data) < VOICE_PAGE_SIZE:
                     break
         return voices
+
+    async def probe(self, base_url: str, api_key: str, timeout_ms: int) -> str:
+        """List models (``GET /v1/models``) with the configured key."""
+        import httpx2
+        from mistralai.client import Mistral
+        from mistralai.client.errors import MistralError, NoResponseError
+
+        try:
+            async with Mistral(
+                api_key=api_key, server_url=base_url, timeout_ms=timeout_ms
+            ) as client:
+                listing = await client.models.list_async()
+                count = len(listing.data or [])
+        except httpx2.TimeoutException:
+            raise probe.timed_out(base_url, timeout_ms) from None
+        except (httpx2.TransportError, NoResponseError) as err:
+            raise probe.unreachable(base_url, str(err) or type(err).__name__, api_key) from None
+        except MistralError as err:
+            raise probe.status_failure(
+                err.status_code, err.headers, err.body, api_key, SOURCE.alias
+            ) from None
+        return f"{count} models listed"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -148,7 +147,6 @@ class MistralSession:
         self.agents: AgentManager | None = None
         self.listener: Listener | None = None
         self.conversation_id: str | None = None
-        self._ids = itertools.count(1)
         self._turn: _UserTurn | None = None  # open (collecting audio)
         self._awaiting: deque[_UserTurn] = deque()  # ended, waiting for their final text
         self._reply: _Reply | None = None
@@ -194,7 +192,7 @@ class MistralSession:
         self._stopped.set()
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids)}"
+        return self.ctx.new_turn_id(prefix)
 
     @property
     def _client(self) -> Mistral:

@@ -31,6 +31,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,18 +54,31 @@ from voicetui.engine.events import (
 )
 from voicetui.providers.base import (
     ProviderError,
+    ProviderOption,
     ProviderSettings,
     SessionContext,
     Voice,
     import_quietly,
 )
+from voicetui.specs.model import SpecSource
+from voicetui.specs.openai import SOURCE
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-SPEC_KEY = "ai-voice-conv.openai"
+SPEC_KEY = SOURCE.spec.key
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+
+OPTIONS: dict[str, ProviderOption] = {
+    # DIARIZE_MODEL adds speaker labels to the user's lines.
+    "transcriptionModel": ProviderOption(
+        DEFAULT_TRANSCRIPTION_MODEL, {"type": "string", "minLength": 1}
+    ),
+    "vadThreshold": ProviderOption(0.5, {"type": "number", "minimum": 0, "maximum": 1}),
+    "silenceDurationMs": ProviderOption(500, {"type": "integer", "minimum": 0, "maximum": 10000}),
+    "prefixPaddingMs": ProviderOption(300, {"type": "integer", "minimum": 0, "maximum": 10000}),
+}
 MIN_COMMIT_SAMPLES = ENGINE_RATE // 10  # 100 ms
 SAMPLES_PER_MS = ENGINE_RATE // 1000
 FINALIZE_POLL_S = 0.02
@@ -256,7 +270,6 @@ class OpenAIRealtimeSession:
         self._segments: dict[str, int] = {}  # item -> segments emitted
         self._plain_final: set[str] = set()  # items with an unlabelled final already out
         self._ptt_turn: str | None = None
-        self._ptt_seq = 0
         self._turn_samples = 0
         # the conversation so far, for seeding a new socket: [role, key, text]
         self._history: list[list[str]] = []
@@ -344,15 +357,14 @@ class OpenAIRealtimeSession:
             await self._cut("barge_in", cancel=True)
         self._talking = True
         self._turn_audio = []
-        self._ptt_seq += 1
-        self._ptt_turn = f"ptt_{self._ptt_seq}"
+        self._ptt_turn = self.ctx.new_turn_id("ptt_")
         self._turn_samples = 0
         await self._send({"type": "input_audio_buffer.clear"})
         self.ctx.emit(UserSpeechStarted(turn_id=self._ptt_turn))
 
     async def end_user_turn(self) -> None:
         """Talk key up: commit (never under 100 ms) and ask for the reply."""
-        turn = self._ptt_turn or f"ptt_{self._ptt_seq}"
+        turn = self._ptt_turn or self.ctx.new_turn_id("ptt_")
         self._talking = False
         self.ctx.emit(UserSpeechStopped(turn_id=turn))
         if self._turn_samples < MIN_COMMIT_SAMPLES:
@@ -974,6 +986,8 @@ class OpenAIRealtimeProvider:
     """The ``PROVIDER`` of this module. Reconnect timing is injectable (tests run fast)."""
 
     spec_key = SPEC_KEY
+    preference = 10
+    distributions = ("openai",)
 
     def __init__(
         self,
@@ -988,6 +1002,14 @@ class OpenAIRealtimeProvider:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
 
+    @property
+    def source(self) -> SpecSource:
+        return SOURCE
+
+    @property
+    def options(self) -> Mapping[str, ProviderOption]:
+        return OPTIONS
+
     def create_session(self, ctx: SessionContext) -> OpenAIRealtimeSession:
         return OpenAIRealtimeSession(ctx, self)
 
@@ -998,6 +1020,12 @@ class OpenAIRealtimeProvider:
     async def list_voices(self, settings: ProviderSettings, api_key: str) -> list[Voice]:
         """The built-in voices (the Realtime API has no voice listing)."""
         return [Voice(id=v, name=v.capitalize(), languages=("multilingual",)) for v in VOICES]
+
+    async def probe(self, base_url: str, api_key: str, timeout_ms: int) -> str:
+        """List models (``GET /v1/models``) with the configured key, SDK retries off."""
+        from voicetui.providers.openai.probe import list_models
+
+        return await list_models(base_url, api_key, timeout_ms, SOURCE.alias)
 
 
 __all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]

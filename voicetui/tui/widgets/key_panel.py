@@ -7,15 +7,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Static
 
-MISTRAL_KEY_STEPS = (
-    "Log in to Mistral AI Studio with your Mistral account (free or paid).",
-    "Click your profile icon (top right).",
-    "Open API Keys.",
-    "Click Create New Key.",
-    'Enter a name (e.g. "voicetui") and an expiration (or "No Expiration").',
-    "Click Create New Key.",
-    "Copy the key now and store it securely — treat it like a password. Paste it above.",
-)
+from voicetui.specs.registry import registry
 
 
 class KeyPanel(Vertical):
@@ -77,9 +69,11 @@ class KeyPanel(Vertical):
             classes="key-help key-help-keyring",
         )
         yield Static(f"Docs: {self.docs_url}", classes="key-help")
-        if self.spec_key.endswith(".mistral"):
-            steps = "\n".join(f"  {i}. {step}" for i, step in enumerate(MISTRAL_KEY_STEPS, 1))
-            yield Static(f"How to get a Mistral API key:\n{steps}", classes="key-steps")
+        source = registry().source(self.spec_key)
+        if source.key_steps:
+            steps = "\n".join(f"  {i}. {step}" for i, step in enumerate(source.key_steps, 1))
+            vendor = source.alias.capitalize()
+            yield Static(f"How to get a {vendor} API key:\n{steps}", classes="key-steps")
 
     def show_source(self, source: str, masked: str) -> None:
         """Show where the key comes from and its mask."""
