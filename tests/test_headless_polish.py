@@ -110,6 +110,7 @@ def test_a_failed_session_is_not_listed_as_a_conversation(
     store.append(UserTranscript(turn_id="u1", text="hello", final=True))
     store.append(AssistantTextFinal(turn_id="r1", text="hi"))
     store.close()
+    assert store.wait() and store.failure is None, store.failure
     assert main(["transcripts", "list"]) == 0
     listed = capsys.readouterr().out
     assert "talked" in listed and "failed" not in listed, listed
