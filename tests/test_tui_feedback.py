@@ -298,3 +298,65 @@ async def test_theme_picker_opens_at_the_top_on_the_bundled_themes(
         assert app.theme == "textual-dark"  # opening is not previewing
         await pilot.press("escape")
         assert app.theme == "textual-dark"
+
+
+async def test_a_session_that_cannot_start_says_so_on_the_status_line(
+    tmp_path: Path, env_keys: None
+) -> None:
+    cfg = write_config(
+        tmp_path / "config.toml",
+        provider=OPENAI,
+        providers={OPENAI: {"baseUrl": "http://127.0.0.1:9", "turnDetection": "push_to_talk"}},
+        audio={"input_device": "no-such-microphone-anywhere"},
+    )
+    app = VoiceTuiApp(cfg, frozen=True, autostart=False, health_on_start=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start_session()
+        line = app.console_screen.query_one(SessionLine)
+        await wait_until(lambda: "not connected" in str(line.content), 20, "the failed start")
+        await pilot.pause()
+        shown = str(line.content)
+        assert shown.startswith("openai · not connected") and "connecting" not in shown
+        assert "ai-voice-conv" not in shown
+
+
+@pytest.mark.keyring
+async def test_health_line_follows_a_saved_key(tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    if os.environ.get("KEYRING_SANDBOX") != "1":
+        pytest.fail("needs the real Secret Service: run under tools/keyring-sandbox.sh")
+    from voicetui.health import HealthResult
+    from voicetui.keys import KeyStore
+    from voicetui.tui.messages import HealthUpdated
+
+    store = KeyStore(service=f"voicetui-test-{uuid.uuid4().hex[:8]}", environ={})
+    cfg = write_config(
+        tmp_path / "config.toml",
+        provider=OPENAI,
+        providers={OPENAI: {"baseUrl": "http://127.0.0.1:9"}},
+        audio={},
+    )
+    app = VoiceTuiApp(cfg, frozen=True, autostart=False, health_on_start=False, keys=store)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            no_key = HealthResult(OPENAI, "no_key", None, "no key")
+            app.health[OPENAI] = no_key
+            app.console_screen.post_message(HealthUpdated([no_key]))
+            line = app.console_screen.query_one("#health-line", Static)
+            await wait_until(lambda: "openai no key" in str(line.content), 5, "no key")
+            app.open_keys(OPENAI)
+            await wait_until(lambda: isinstance(app.screen, KeysScreen), 5, "keys screen")
+            await pilot.pause()
+            field = app.screen.query_one("#key-openai")
+            field.value = "sk-saved-from-the-keys-screen-0001"  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            # saved -> checked again at once: no stale "no key" until `r`
+            await wait_until(
+                lambda: str(app.health[OPENAI].status) != "no_key", 20, "a fresh health check"
+            )
+            await pilot.pause()
+            assert "no key" not in str(line.content)
+    finally:
+        store.delete(OPENAI)
