@@ -12,8 +12,14 @@ from dataclasses import dataclass, field
 from voicetui.testing.emulators.common import EmulatorServer, Script, Turn
 
 DEMO_KEY = "demo-key-for-the-local-emulator-0000"  # not a secret: loopback only
-# a named voice per provider, so the status line can show the voice's name
-DEMO_VOICES = {"ai-voice-conv.mistral": "en_paul_neutral", "ai-voice-conv.openai": "marin"}
+# per provider: a named voice (the status line shows its name) and speaker labels on
+DEMO_OPTIONS: dict[str, dict[str, str]] = {
+    "ai-voice-conv.mistral": {"defaultVoice": "en_paul_neutral"},
+    "ai-voice-conv.openai": {
+        "defaultVoice": "marin",
+        "transcriptionModel": "gpt-4o-transcribe-diarize",
+    },
+}
 
 
 def demo_script() -> Script:
@@ -56,8 +62,7 @@ class DemoServers:
     def options(self, spec_key: str) -> dict[str, str]:
         """The provider options of the demo's config for ``spec_key``."""
         out = {"baseUrl": self.base_url(spec_key), "turnDetection": "push_to_talk"}
-        if spec_key in DEMO_VOICES:
-            out["defaultVoice"] = DEMO_VOICES[spec_key]
+        out.update(DEMO_OPTIONS.get(spec_key, {}))
         return out
 
     def stop(self) -> None:
