@@ -116,7 +116,7 @@ class ConsoleScreen(VoiceScreen):
                     yield SessionTimer("session 00:00 / —", id="timer")
                 with Horizontal(classes="status-row"):
                     yield UsageLine("today —", id="usage")
-                    yield HealthLine("health checking…", id="health-line")
+                    yield HealthLine("health —", id="health-line")
                     yield LatencySummary("latency —", id="latency-summary")
             yield LatencyWaterfall(id="waterfall")
         yield ConsoleFooter()
