@@ -722,6 +722,8 @@ async def test_echo_gate_decides_barge_in(
         assert not run.of(Interrupted)
         assert sent(emu, "response.cancel") == [] and sent(emu, "conversation.item.truncate") == []
         assert not first.interrupted and first.text == long_reply
+        # the refusal is an event, so the console can say it once (issue 14)
+        assert "barge_in_refused" in [w.code for w in run.of(SessionWarning)]
     assert second.text == "Okay." and not second.interrupted
 
 
