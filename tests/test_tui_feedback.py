@@ -360,3 +360,16 @@ async def test_health_line_follows_a_saved_key(tmp_path: Path) -> None:
             assert "no key" not in str(line.content)
     finally:
         store.delete(OPENAI)
+
+
+async def test_key_field_is_usable_at_60_columns(tmp_path: Path, env_keys: None) -> None:
+    from textual.widgets import Input
+
+    app = _app(tmp_path)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.press("k")
+        await wait_until(lambda: isinstance(app.screen, KeysScreen), 5, "keys screen")
+        await pilot.pause()
+        for field in app.screen.query(Input):
+            assert field.region.width >= 30, field.region
+            assert field.placeholder

@@ -186,7 +186,24 @@ def test_theme_picker_previewing(
 
 def test_command_palette(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
+        from textual.command import CommandList
+
         await pilot.press("ctrl+p", *"provider")
+        # the search is asynchronous: wait for both hits, then for the list to settle
+        await wait_until(
+            lambda: (
+                len(pilot.app.screen.query(CommandList))
+                and pilot.app.screen.query_one(CommandList).option_count == 2
+            ),
+            10,
+            "the provider hits",
+        )
+        # the palette's own field blinks its cursor (ours do not when frozen)
+        from textual.widgets import Input
+
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.wait_for_animation()
         await pilot.pause(0.3)
 
     assert snap_compare(snap_app, terminal_size=size, run_before=run_before)

@@ -30,6 +30,7 @@ class KeysScreen(VoiceScreen):
     """Bring-your-own-key management."""
 
     CSS_PATH = Path(__file__).with_name("keys.tcss")
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+r", "refresh", "Refresh"),
