@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
 @pytest.fixture
 def env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-feedback-openai-key-0000WXYZ")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fb-test-0000WXYZ")
     monkeypatch.setenv("MISTRAL_API_KEY", "mistral-feedback-key-0000ABCD")
 
 
@@ -350,7 +350,7 @@ async def test_health_line_follows_a_saved_key(tmp_path: Path) -> None:
             await wait_until(lambda: isinstance(app.screen, KeysScreen), 5, "keys screen")
             await pilot.pause()
             field = app.screen.query_one("#key-openai")
-            field.value = "sk-saved-from-the-keys-screen-0001"  # type: ignore[attr-defined]
+            field.value = "sk-saved-key-0001"  # type: ignore[attr-defined]
             await pilot.press("enter")
             # saved -> checked again at once: no stale "no key" until `r`
             await wait_until(

@@ -29,7 +29,7 @@ def _ended_reason(session_id: str) -> str:
 async def test_muted_space_mic_test_and_session_end_reasons(
     openai_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audio_sandbox: Path
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-tui-0000000000000000")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-test-0001")
     cfg = write_config(
         tmp_path / "config.toml",
         provider=OPENAI,
