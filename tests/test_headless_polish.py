@@ -56,7 +56,7 @@ def test_seed_form_has_a_space_before_the_colon() -> None:
 
 def test_one_user_line_per_turn_the_diarized_one_when_there_is_one() -> None:
     out, err = io.StringIO(), Terminal()
-    printer = Printer(out=out, err=err)
+    printer = Printer(out=out, err=err, relabels=True)
     events = [
         UserTranscript(turn_id="u1", text="Hello there, how are you?", final=True),
         AssistantAudio(turn_id="r1", samples=24_000),
@@ -85,6 +85,54 @@ def test_one_user_line_per_turn_the_diarized_one_when_there_is_one() -> None:
     assert "\r\x1b[Kassistant speaking… 1.0 s" in progress
     assert "\r\x1b[Kassistant speaking… 2.5 s" in progress
     assert progress.endswith("\r\x1b[K") and "\n" not in progress
+
+
+@pytest.mark.asyncio
+async def test_a_late_relabel_still_wins_and_the_reply_waits_behind_it() -> None:
+    """Under load the diarized pass can finish after the reply: the reply's line waits."""
+    import asyncio
+
+    out = io.StringIO()
+    printer = Printer(out=out, err=io.StringIO(), relabels=True)
+    printer(UserTranscript(turn_id="u1", text="Hello there, how are you?", final=True))
+    printer(AssistantTextFinal(turn_id="r1", text="Fine, thanks."))
+    assert out.getvalue() == ""  # held, not the plain line
+    for index, (who, text) in enumerate([("speaker_1", "Hello there,"), ("speaker_2", "how?")]):
+        printer(UserTranscript(turn_id="u1", text=text, final=True, speaker=who,
+                               start=0.2 + index, end=0.9 + index, segment_index=index,
+                               relabel=True))  # fmt: skip
+    await asyncio.sleep(0.05)
+    assert out.getvalue().splitlines() == [
+        "[0.2s -> 0.9s] speaker_1 : Hello there,",
+        "[1.2s -> 1.9s] speaker_2 : how?",
+        "assistant: Fine, thanks.",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_without_a_relabel_the_reply_is_not_held_for_long() -> None:
+    import asyncio
+
+    from voicetui.engine import talk
+
+    out = io.StringIO()
+    printer = Printer(out=out, err=io.StringIO(), relabels=True)
+    original = talk.RELABEL_WAIT_S
+    talk.RELABEL_WAIT_S = 0.05
+    try:
+        printer(UserTranscript(turn_id="u1", text="Hi.", final=True))
+        printer(AssistantTextFinal(turn_id="r1", text="Hello."))
+        await asyncio.sleep(0.2)
+    finally:
+        talk.RELABEL_WAIT_S = original
+    assert out.getvalue().splitlines() == ["user: Hi.", "assistant: Hello."]
+
+
+def test_a_provider_without_a_second_pass_prints_the_user_line_at_once() -> None:
+    out = io.StringIO()
+    printer = Printer(out=out, err=io.StringIO())
+    printer(UserTranscript(turn_id="u1", text="Hello there.", final=True))
+    assert out.getvalue() == "user: Hello there.\n"
 
 
 def test_no_progress_line_when_stderr_is_not_a_terminal() -> None:

@@ -66,6 +66,9 @@ def not_audio(event: Event) -> bool:
     return not isinstance(event, AssistantAudio)
 
 
+RELABEL_WAIT_S = 3.0  # longest a reply's line waits for its turn's diarized relabel
+
+
 def seed_line(text: str, speaker: str | None, start: float | None, end: float | None) -> str:
     """A user line as the seed prints a diarized segment: ``[0.1s -> 1.5s] speaker_1 : text``
     (``user: text`` without speaker and times)."""
@@ -77,15 +80,22 @@ def seed_line(text: str, speaker: str | None, start: float | None, end: float | 
 class Printer:
     """Prints the conversation as it happens: lines to ``out``, notices to ``err``.
 
-    One user line per turn: a plain final waits until the turn's diarized relabel replaces
-    it, or until the reply is complete (then it is printed as it is, before the reply).
+    One user line per turn. With ``relabels`` (the provider runs a diarized second pass over
+    each turn) a plain final is held until the turn's relabel replaces it, and the reply's
+    line waits behind it, at most :data:`RELABEL_WAIT_S` after the reply is complete; the
+    next turn or the session's end releases them too. Without, the plain line prints at once.
     """
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, *, relabels: bool = False
+    ) -> None:
         self.out = out
         self.err = err
         self.fatal: str | None = None
+        self.relabels = relabels
         self._pending: dict[str, list[str]] = {}  # turn -> plain final lines not printed yet
+        self._held: list[str] = []  # reply lines waiting behind a pending user line
+        self._timer: asyncio.TimerHandle | None = None
         self._relabelled: set[str] = set()
         self._printed_plain: set[str] = set()
         self._playing: dict[str, float] = {}  # reply -> seconds of audio queued so far
@@ -97,8 +107,6 @@ class Printer:
             if event.final:
                 self._user(event)
             return
-        if isinstance(event, AssistantTextFinal):
-            self._flush_pending()  # the reply is done: its user line goes first, as it is
         if isinstance(event, AssistantAudio):
             seconds = self._playing.get(event.turn_id, 0.0) + event.samples / event.sample_rate
             self._playing[event.turn_id] = seconds
@@ -106,7 +114,12 @@ class Printer:
         elif isinstance(event, AssistantTextFinal):
             self._playing.pop(event.turn_id, None)
             mark = " [interrupted]" if event.interrupted else ""
-            self._say(f"assistant: {event.text}{mark}")
+            line = f"assistant: {event.text}{mark}"
+            if self._pending:
+                self._held.append(line)  # its user line may still be relabelled
+                self._later(RELABEL_WAIT_S)
+            else:
+                self._say(line)
         elif isinstance(event, ErrorEvent):
             if event.fatal:
                 self.fatal = event.message
@@ -122,29 +135,54 @@ class Printer:
         elif isinstance(event, SessionWarning):
             self._note(event.message)
         elif isinstance(event, SessionEnded):
-            self._flush_pending()
+            self._release()
 
     def _user(self, event: UserTranscript) -> None:
         line = seed_line(event.text, event.speaker, event.start, event.end)
         if event.relabel:
-            # the diarized pass replaces the turn's plain line(s) that were held back; one
-            # that comes after the plain line was printed stays in OUT.jsonl only
+            # the diarized pass replaces the turn's plain line that was held back; one that
+            # comes after the plain line was printed stays in OUT.jsonl only
             if event.turn_id in self._printed_plain:
                 return
             self._pending.pop(event.turn_id, None)
             self._relabelled.add(event.turn_id)
             self._say(line)
+            if self._held:
+                self._later(0.0)  # after the turn's other segments, emitted right along
         elif event.speaker is not None and event.start is not None:
             self._say(line)  # diarized from the start (one segment per line)
-        elif event.turn_id not in self._relabelled:
+        elif event.turn_id in self._relabelled:
+            return
+        elif not self.relabels:
+            self._say(line)
+        else:
+            self._release()  # an earlier turn's lines go first
             self._pending.setdefault(event.turn_id, []).append(line)
 
-    def _flush_pending(self) -> None:
+    def _later(self, delay: float) -> None:
+        """Release held lines after ``delay`` on the running loop (at once without one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._release()
+            return
+        self._timer = loop.call_later(delay, self._release)
+
+    def _release(self) -> None:
+        """Print what is held: plain user lines (no relabel came), then the replies."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for turn_id, lines in self._pending.items():
             self._printed_plain.add(turn_id)
             for line in lines:
                 self._say(line)
         self._pending.clear()
+        held, self._held = self._held, []
+        for line in held:
+            self._say(line)
 
     def _progress(self, text: str) -> None:
         """One line on a terminal's stderr, rewritten in place (nothing when redirected)."""
@@ -210,6 +248,9 @@ def prepare(
         writer = JsonlWriter(Path(transcript), keep=not_audio, replace=True)
         engine.subscribe(writer.append)
         writers.append(writer)
+    if printer is not None:
+        # a provider with a diarized second pass declares its model (a relabel will come)
+        printer.relabels = "diarizeModel" in settings.extras
     engine.subscribe(printer or Printer())
     return engine, writers
 
