@@ -57,6 +57,7 @@ class DuplexPolicy(StrEnum):
     GATED = "gated"  # mic energy must exceed the playback-derived echo level by a margin
     HALF = "half"  # mic muted while the assistant is audible
     FULL = "full"  # trust the provider (headphones, or hardware AEC)
+    AEC = "aec"  # WebRTC echo cancellation on the mic, then the measuring gate
 
 
 @runtime_checkable
@@ -109,6 +110,12 @@ class AudioOutput(Protocol):
     def set_on_first_audio(self, callback: Callable[[str, float], None] | None) -> None:
         """Call ``callback(item_id, monotonic_time)`` on the event loop when an item's first
         sample enters the device callback (latency metrics)."""
+        ...
+
+    def set_on_played(self, callback: Callable[[str, float], None] | None) -> None:
+        """Call ``callback(item_id, monotonic_time)`` on the event loop when everything
+        queued of an item so far has been handed to the device (the buffer ran dry, or the
+        next item started): how the reply ledger learns a reply played out, with no poll."""
         ...
 
     @property

@@ -10,7 +10,8 @@ Prints the transcript as it goes, one user line per turn (the diarized one when 
 in the seed's form ``[0.1s -> 1.5s] speaker_1 : text``, else ``user: text``) and
 ``assistant: text``; while a reply plays, a progress line on a terminal's stderr. Writes every
 transcript event to OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line
-saying why. Native audio libraries' noise (ALSA) goes to the log, not to stderr.
+saying why. Native audio libraries' noise (ALSA) goes to the log, not to stderr. Exits non-zero
+also when any turn got no complete reply (a reply lost to a fault, or none at all).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from voicetui import fileio
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.engine.events import (
     AssistantAudio,
+    AssistantDone,
     AssistantTextFinal,
     ErrorEvent,
     Event,
@@ -101,6 +103,7 @@ class Printer:
         self._playing: dict[str, float] = {}  # reply -> seconds of audio queued so far
         self._progress_shown = False
         self._live = bool(getattr(err, "isatty", lambda: False)())
+        self.lost: str | None = None  # why the first turn without a complete reply had none
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, UserTranscript):
@@ -120,7 +123,14 @@ class Printer:
                 self._later(RELABEL_WAIT_S)
             else:
                 self._say(line)
+            if event.reason:
+                self._lost(event.reason, specific=True)
+        elif isinstance(event, AssistantDone):
+            if event.status == "failed":
+                self._lost("the reply failed")
         elif isinstance(event, ErrorEvent):
+            if event.code == "timeout":
+                self._lost(event.message)
             if event.fatal:
                 self.fatal = event.message
             else:
@@ -196,6 +206,10 @@ class Printer:
             self.err.write("\r\033[K")
             self.err.flush()
             self._progress_shown = False
+
+    def _lost(self, reason: str, *, specific: bool = False) -> None:
+        if self.lost is None or (specific and self.lost == "the reply failed"):
+            self.lost = reason
 
     def _say(self, line: str) -> None:
         self._clear_progress()
@@ -324,7 +338,14 @@ def _talk(args: argparse.Namespace, err: TextIO) -> int:
     if ended.code == "user":
         return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
     if ended.code in ("input_finished", "max_duration"):
-        return EXIT_OK
+        if printer.lost is None:
+            return EXIT_OK
+        print(
+            f"voicetui talk: a turn got no complete reply ({printer.lost})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_FAIL
     reason = printer.fatal or ended.reason
     print(f"voicetui talk: {reason}", file=err, flush=True)
     return EXIT_FAIL
