@@ -209,6 +209,50 @@ def test_command_palette(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[i
     assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
 
 
+DOCTOR = [
+    ("audio devices", "ok", "2 inputs, 2 outputs; default in: pulse, out: pulse"),
+    ("microphone", "warn", "heard nothing louder than -58 dBFS in 2 s: is it muted?"),
+    ("keyring", "ok", "Secret Service (SecretService Keyring)"),
+    ("openai key", "ok", "environment, ****WXYZ"),
+    ("openai model", "ok", "gpt-realtime is listed for this key"),
+    ("openai voice", "ok", "marin is a built-in voice"),
+    ("mistral key", "fail", "the API key was rejected (401): press k to set a new one"),
+]
+
+
+def test_doctor_screen(
+    snap_compare: Any,
+    snap_app: VoiceTuiApp,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Doctor screen's real code path, with fixed check results (no devices or network)."""
+    from voicetui import doctor
+
+    async def fixed(_ctx: Any) -> list[Any]:
+        return [doctor.Check(name, status, detail) for name, status, detail in DOCTOR]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(doctor, "default_checks", lambda _ctx: [fixed])
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        from textual.widgets import Static
+
+        app = pilot.app
+        assert isinstance(app, VoiceTuiApp)
+        app.open_doctor()
+        await wait_until(
+            lambda: (
+                bool(app.screen.query("#doctor-state"))
+                and "failed" in str(app.screen.query_one("#doctor-state", Static).content)
+            ),
+            10,
+            "the doctor's verdict",
+        )
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
+
+
 def test_console_mid_reply_at_60x20(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
     """The narrowest console: meters, timer and health still there, Talk and Quit too."""
 
