@@ -120,8 +120,8 @@ class DeviceStream:
         self._stopping = True
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            # wait for it without swallowing a cancellation of the caller itself
+            await asyncio.wait({self._watchdog})
             self._watchdog = None
         stream, self._stream = self._stream, None
         if stream is not None:
