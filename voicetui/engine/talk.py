@@ -129,6 +129,8 @@ class Printer:
             if event.status == "failed":
                 self._lost("the reply failed")
         elif isinstance(event, ErrorEvent):
+            if event.code == "storage":
+                return  # said once at exit, with the exit status it causes
             if event.code == "timeout":
                 self._lost(event.message)
             if event.fatal:
