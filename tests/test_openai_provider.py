@@ -184,7 +184,13 @@ def emulated_usage(emu: OpenAIEmulator) -> tuple[int, int]:
 async def test_push_to_talk_turn(emu: OpenAIEmulator, tmp_path: Path) -> None:
     emu.script.turns = [Turn(user_text="What time is it?", reply="It is noon, more or less.")]
     clip = write_clip(tmp_path / "q.wav", "What time is it")
-    run = Run(emu, tmp_path, settings_for(emu), clip, realtime=False)
+    run = Run(
+        emu,
+        tmp_path,
+        settings_for(emu, transcriptionModel="gpt-4o-transcribe"),
+        clip,
+        realtime=False,
+    )
     ended = await run.run()
 
     assert ended.code == "input_finished", run.of(ErrorEvent)

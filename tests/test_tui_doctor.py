@@ -58,7 +58,7 @@ async def test_doctor_screen_from_the_palette(
 async def test_palette_and_settings_offer_only_usable_models(
     openai_emulator_thread: Any, tmp_path: Path
 ) -> None:
-    from voicetui.tui.screens.settings import usable_models
+    from voicetui.config import usable_models
 
     cfg = write_config(
         tmp_path / "config.toml",
@@ -68,8 +68,8 @@ async def test_palette_and_settings_offer_only_usable_models(
     app = VoiceTuiApp(cfg, autostart=False, health_on_start=False, keys=KeyStore(environ={}))
     async with app.run_test(size=(120, 40)):
         titles = [c.title for c in palette_commands(app) if c.title.startswith("Model: ")]
-        assert titles[0] == "Model: gpt-realtime-2.1 (active)"
+        assert titles[0] == "Model: gpt-realtime-2.1 (active)", titles
         assert "Model: gpt-realtime (deprecated: shuts down 2027-01-20)" in titles
         assert not any("gpt-4o-realtime-preview" in t for t in titles)  # retired: not offered
-    models = usable_models(OPENAI)
+    models = [model for model, _label in usable_models(OPENAI)]
     assert models[0] == "gpt-realtime-2.1" and "gpt-4o-realtime-preview" not in models

@@ -209,6 +209,24 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     return out
 
 
+def usable_models(spec_key: str, option: str = "model") -> list[tuple[str, str]]:
+    """``(model id, label)`` for each model the provider's catalogue offers today for
+    ``option`` (active first; a deprecated one's label carries its shutdown date; retired
+    ones never). The TUI's pickers read this, not the providers."""
+    catalog = catalog_for(spec_key)
+    role = catalog.model_options.get(option) if catalog else None
+    if catalog is None or role is None:
+        return []
+    out = []
+    for model in catalog.usable(role):
+        gone = model.shutdown.isoformat() if model.shutdown else "soon"
+        deprecated = model.status_on() == "deprecated"
+        out.append(
+            (model.id, model.id + (f" (deprecated: shuts down {gone})" if deprecated else ""))
+        )
+    return out
+
+
 def extension_schema(spec: IntegrationSpec) -> dict[str, Any]:
     """voicetui's schema for a provider table, next to the spec's: spec fields pass through
     (``true``; the spec schema judges them) except that the session duration must be > 0;

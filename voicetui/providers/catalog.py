@@ -236,7 +236,7 @@ def all_catalogs() -> list[ProviderCatalog]:
 
 if __name__ == "__main__":  # pragma: no cover - regenerates docs/models.md's tables
     # the catalogues hold instances of the imported module's classes, not __main__'s
-    from voicetui.providers import catalog as imported
+    imported = importlib.import_module("voicetui.providers.catalog")
 
     print(GENERATED_MARK)
     print()

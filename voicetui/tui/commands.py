@@ -106,26 +106,17 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
 def _model_commands(app: VoiceTuiApp, active: str) -> list[PaletteCommand]:
     """One entry per usable model of the active provider (from its catalogue): deprecated
     ones carry their shutdown date, retired ones are not offered."""
-    from voicetui.providers.catalog import catalog_for
+    from voicetui.config import usable_models
 
-    catalog = catalog_for(active)
-    role = catalog.model_options.get("model") if catalog else None
-    if catalog is None or role is None:
-        return []
     current = app.config.provider_options(active).get("model")
-    out = []
-    for model in catalog.usable(role):
-        mark = " (active)" if model.id == current else ""
-        if model.status_on() == "deprecated" and model.shutdown:
-            mark += f" (deprecated: shuts down {model.shutdown.isoformat()})"
-        out.append(
-            PaletteCommand(
-                f"Model: {model.id}{mark}",
-                model.note or f"{model.role} model: {', '.join(sorted(model.capabilities))}",
-                partial(app.update_provider_settings, active, {"model": model.id}),
-            )
+    return [
+        PaletteCommand(
+            f"Model: {label}" + (" (active)" if model == current else ""),
+            f"use {model} for {active}",
+            partial(app.update_provider_settings, active, {"model": model}),
         )
-    return out
+        for model, label in usable_models(active)
+    ]
 
 
 class VoiceCommands(Provider):

@@ -21,6 +21,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from voicetui.audio.ports import DuplexPolicy
+from voicetui.config import usable_models
 from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.meters import LevelMeter
 
@@ -130,7 +131,8 @@ class SettingsScreen(VoiceScreen):
         model_input = self.query_one("#model", Input)
         model_input.value = str(opts.get("model", ""))
         # completion offers the catalogue's usable models (retired ones never)
-        model_input.suggester = SuggestFromList(usable_models(spec_key), case_sensitive=False)
+        models = [model for model, _label in usable_models(spec_key)]
+        model_input.suggester = SuggestFromList(models, case_sensitive=False)
         self.query_one("#max-duration", Input).value = _number(
             opts.get("maxSessionDurationSeconds")
         )
@@ -349,12 +351,3 @@ def _number(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return "" if value is None else str(value)
-
-
-def usable_models(spec_key: str) -> list[str]:
-    """The ``model`` values the provider's catalogue offers today (active first)."""
-    from voicetui.providers.catalog import catalog_for
-
-    catalog = catalog_for(spec_key)
-    role = catalog.model_options.get("model") if catalog else None
-    return [m.id for m in catalog.usable(role)] if catalog and role else []
