@@ -254,6 +254,10 @@ def _model_and_voice(
             if info is not None and life == "deprecated":
                 worst = "warn"
                 life += f", shuts down {info.shutdown}" if info.shutdown else ""
+            realtime_stt = info is not None and info.role == "stt" and info.has("streaming")
+            server_vad = options.get("turnDetection") == "server_vad"
+            if realtime_stt and server_vad and info is not None and not info.has("turn_detection"):
+                life += "; no server turn detection: a local VAD ends turns"
             states.append(f"{model} ({life})")
         model_check = Check(model_name, worst, ", ".join(states))
     voice = str(options.get("defaultVoice"))
