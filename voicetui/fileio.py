@@ -165,6 +165,12 @@ class AtomicFile:
             self.abort()
 
 
+def replace_with(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a complete ``tmp`` over ``target`` (same directory) and make it durable."""
+    os.replace(tmp, target)
+    _fsync_dir(Path(target).parent)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> Path:
     """Replace ``path`` with ``data`` atomically (see the module doc); returns the file
     written (a symlink's target). Raises :class:`UnsafePath` or :class:`OSError`."""

@@ -375,8 +375,8 @@ class WavOutput:
         """Finish the file (the header gets its final length)."""
         if self._pacer is not None:
             self._pacer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pacer
+            # wait for it without swallowing a cancellation of the caller itself
+            await asyncio.wait({self._pacer})
             self._pacer = None
         writer, file = self._writer, self._file
         self._writer = self._file = None

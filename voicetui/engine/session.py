@@ -194,6 +194,7 @@ class ConversationEngine:
         self._input_ended_at: float | None = None
         self._quiet_since: float | None = None
         self._end_requested = asyncio.Event()
+        self._wake = asyncio.Event()  # something happened: the tick looks again
         self._end_reason = "ended by user"
         self._end_code: EndCode = "user"
         self._ended: SessionEnded | None = None
@@ -411,7 +412,7 @@ class ConversationEngine:
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
             session_id=self.session_id,
         )
-        self._audio_out.set_on_played(self._replies.played)
+        self._audio_out.set_on_played(self._on_played)
         try:
             session = self._provider.create_session(ctx)
             self._session = session
@@ -489,10 +490,13 @@ class ConversationEngine:
 
     async def _pump_mic(self) -> None:
         ptt = self._settings.turn_detection == "push_to_talk"
+        # a WAV read as fast as possible must not starve the receive loop; a paced input
+        # (a device, a real-time WAV) waits for each block anyway
+        unpaced = getattr(self._audio_in, "realtime", True) is False
         try:
             async for frame in self._audio_in.frames():
-                # a WAV read as fast as possible must not starve the receive loop
-                await asyncio.sleep(0)
+                if unpaced:
+                    await asyncio.sleep(0)
                 self._gate.observe_mic(frame)
                 session = self._session
                 if session is None or self._muted or self._closing_input:
@@ -516,6 +520,7 @@ class ConversationEngine:
             self.report_error(f"the microphone failed: {exc}", code="device", fatal=True)
             return
         self._input_ended_at = time.monotonic()
+        self._wake.set()
         log.info("audio input ended")
         if self._talking:  # the input is over, so is the turn
             await self.stop_talking()
@@ -561,10 +566,60 @@ class ConversationEngine:
 
     # --- internals: the periodic tick ------------------------------------------------------
 
+    def _busy(self) -> bool:
+        return (
+            self._talking
+            or self._user_speaking
+            or self._awaiting_reply
+            or self._reply_active
+            or self._audio_out.is_active()
+        )
+
+    def _quiet(self) -> bool:
+        """Nothing is happening that the tick must follow: it can sleep until woken."""
+        if self._busy() or self._closing_since is not None:
+            return False
+        if self._state in (State.THINKING, State.ASSISTANT_SPEAKING, State.INTERRUPTED):
+            return False  # the resting state is still to be derived
+        return not (
+            self._end_when_input_ends
+            and self._input_ended_at is not None
+            and self._quiet_since is None
+        )
+
+    def _next_deadline_s(self) -> float | None:
+        """Seconds until the next timed decision (warning, cap, settle, reply timeout)."""
+        now = time.monotonic()
+        due: list[float] = []
+        max_s = self._settings.max_session_duration_s
+        if self._started_at is not None and max_s > 0:
+            if not self._warned:
+                due.append(self._started_at + WARN_FRACTION * max_s)
+            if not self._closing_input:
+                due.append(self._started_at + max_s)
+        if self._quiet_since is not None:
+            due.append(self._quiet_since + self._settle_s)
+        if self._end_when_input_ends and self._input_ended_at is not None:
+            due.append(self._input_ended_at + self._reply_timeout_s)
+        return max(min(due) - now, 0.0) if due else None
+
+    def _on_played(self, item_id: str, at: float) -> None:
+        """Playback: an item's queued audio has all been played (ledger, then the tick)."""
+        self._replies.played(item_id, at)
+        self._wake.set()
+
     async def _tick(self) -> None:
+        """Session clock and derived state. Runs at 50 Hz only while something happens
+        (a turn, a reply, playback); otherwise it sleeps until an event or a deadline."""
         max_s = self._settings.max_session_duration_s
         while True:
-            await asyncio.sleep(TICK_S)
+            if self._quiet():
+                self._wake.clear()
+                timeout = self._next_deadline_s()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            else:
+                await asyncio.sleep(TICK_S)
             now = time.monotonic()
             playing = self._audio_out.is_active()
             busy = (
@@ -641,6 +696,7 @@ class ConversationEngine:
 
     def _emit(self, event: Event) -> None:
         """Record, derive, and hand ``event`` to the listeners (re-entrant, ordered)."""
+        self._wake.set()
         self._pending.append(event)
         if self._dispatching:
             return

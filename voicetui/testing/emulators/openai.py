@@ -28,8 +28,10 @@ Scripting (per test):
   ``"error_close"``: accept, ``error`` event ``invalid_api_key``, close 1008),
   ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows),
   ``session_max_s`` (then ``error`` ``session_expired`` and a close with
-  ``session_expiry_close_code``), ``fail_transcriptions`` / ``fail_responses`` (next N input
-  transcriptions fail / responses end ``failed`` with a ``server_error``).
+  ``session_expiry_close_code``), ``clock_skew_s`` (the server's wall clock minus the real one:
+  ``expires_at`` and the handshake's ``Date`` header both carry it), ``fail_transcriptions`` /
+  ``fail_responses`` (next N input transcriptions fail / responses end ``failed`` with a
+  ``server_error``).
 
 Observing: ``emu.log`` (kinds ``http``, ``ws_open``, ``ws_in``, ``ws_out``, ``ws_close``; audio
 payloads replaced by their size, never the Authorization value), ``await emu.wait_for(kind,
@@ -48,6 +50,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import email.utils
 import itertools
 import json
 import math
@@ -1443,6 +1446,7 @@ class OpenAIEmulator(EmulatorServer):
         self.voice = "marin"
         # the service ends a Realtime socket after 60 min [X]; tests shorten it
         self.session_max_s: float = 3600.0
+        self.clock_skew_s = 0.0  # the server's wall clock runs this far ahead of the real one
         self.session_expiry_close_code = 1000
         self._counter = itertools.count(1)
         self._event_counter = itertools.count(1)
@@ -1458,6 +1462,10 @@ class OpenAIEmulator(EmulatorServer):
         await super().stop()
 
     # -- ids and logging ------------------------------------------------------------------
+    def server_time(self) -> float:
+        """The server's wall clock (skewed by ``clock_skew_s``)."""
+        return time.time() + self.clock_skew_s
+
     def new_id(self, prefix: str) -> str:
         """A unique id shaped like the service's (``item_...``, ``resp_...``)."""
         return f"{prefix}_{self._salt}{next(self._counter):06d}"
@@ -1553,7 +1561,7 @@ class OpenAIEmulator(EmulatorServer):
             "truncation": "auto",
             "prompt": None,
             "include": None,
-            "expires_at": int(time.time() + self.session_max_s),
+            "expires_at": int(self.server_time() + self.session_max_s),
             "audio": {
                 "input": {
                     "format": dict(fmt),
@@ -1689,7 +1697,7 @@ class OpenAIEmulator(EmulatorServer):
         session = merge_session(session, requested or {})
         if isinstance((requested or {}).get("model"), str):
             session["model"] = requested["model"]
-        expires = int(time.time()) + seconds
+        expires = int(self.server_time()) + seconds
         return self._json(
             200, {"value": f"ek_{uuid.uuid4().hex}", "expires_at": expires, "session": session}
         )
@@ -1713,6 +1721,7 @@ class OpenAIEmulator(EmulatorServer):
         if rejected is not None and self.ws_reject_mode == "http":
             return self._json(rejected, error_body(rejected))
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, autoping=True)
+        ws.headers["Date"] = email.utils.formatdate(self.server_time(), usegmt=True)
         await ws.prepare(request)
         session = RealtimeSession(self, ws, model)
         self.sessions.append(session)
@@ -1772,10 +1781,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--session-max", type=float, default=3600.0, help="seconds until session_expired"
     )
+    parser.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        help="seconds the server's wall clock runs ahead (negative: behind)",
+    )
     args = parser.parse_args(argv)
 
     emu = OpenAIEmulator(port=args.port, strict=args.strict)
     emu.session_max_s = args.session_max
+    emu.clock_skew_s = args.clock_skew
     apply_common_arguments(emu, args)
     return serve_forever(
         emu,
