@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check everything a conversation needs (bounded)")
     doctor.add_argument("--json", action="store_true", help="one JSON object per check")
     doctor.add_argument(
-        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 8)"
+        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 6)"
     )
 
     devices = sub.add_parser("devices", help="list audio devices")
