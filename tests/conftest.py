@@ -134,6 +134,25 @@ def _assert_faithful(emulator: Any) -> None:
     assert not problems, f"emulator fidelity problems: {problems[:5]}"
 
 
+EchoPath = Callable[..., None]
+
+
+@pytest.fixture
+def echo_path(audio_sandbox: Path) -> Iterator[EchoPath]:
+    """``echo_path(db=-12, delay_ms=40)``: a room for this test: the virtual speaker comes
+    back into the virtual microphone, attenuated and late, mixed with the test's speech.
+    Removed at the end of the test (the sandbox is headphones otherwise)."""
+
+    def switch_on(db: float = -12.0, delay_ms: float = 40.0) -> None:
+        subprocess.run(
+            ["bash", str(audio_sandbox), "echo-on", str(db), str(delay_ms)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    yield switch_on
+    subprocess.run(["bash", str(audio_sandbox), "echo-off"], check=False, capture_output=True)
+
+
 LiveExchange = Callable[..., Awaitable[None]]
 
 

@@ -43,7 +43,10 @@ from voicetui.providers.base import ProviderSettings, TurnDetection
 from voicetui.providers.mistral import PROVIDER
 from voicetui.providers.mistral.agent import CACHE_FILE
 from voicetui.testing.emulators.common import Script, Turn, speech_like_pcm
-from voicetui.testing.emulators.mistral import MistralEmulator
+from voicetui.testing.emulators.mistral import (
+    REALTIME_MODEL_NO_TURNS,
+    MistralEmulator,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -313,8 +316,14 @@ async def test_speaker_labels_relabel_without_delaying_first_audio(
     # batch transcription (diarization) is slow: 0.8 s; the realtime text arrives long before
     emu.timing.first_transcript_delay_s = 0.8
     emu.timing.first_token_delay_s = 0.05
+    # a realtime model without in-stream diarization: the labels come from the batch relabel
     run = await converse(
-        emu, tmp_path, "push_to_talk", clip(0.3, HELLO, 0.3, HELLO, 0.2), realtime=True
+        emu,
+        tmp_path,
+        "push_to_talk",
+        clip(0.3, HELLO, 0.3, HELLO, 0.2),
+        realtime=True,
+        transcriptionModel=REALTIME_MODEL_NO_TURNS,
     )
     assert_clean(run, emu)
 
@@ -700,6 +709,7 @@ async def test_list_voices_follows_paging(
     from voicetui.providers.mistral import provider as provider_module
 
     monkeypatch.setattr(provider_module, "VOICE_PAGE_SIZE", 3)
+    mistral_emulator.voices = mistral_emulator.voices[:7]  # three pages of three
     voices = await PROVIDER.list_voices(settings_for(mistral_emulator, "server_vad"), "k")
     assert [v.id for v in voices] == [v["id"] for v in mistral_emulator.voices]
     assert voices[0].name and voices[0].languages

@@ -184,7 +184,13 @@ def emulated_usage(emu: OpenAIEmulator) -> tuple[int, int]:
 async def test_push_to_talk_turn(emu: OpenAIEmulator, tmp_path: Path) -> None:
     emu.script.turns = [Turn(user_text="What time is it?", reply="It is noon, more or less.")]
     clip = write_clip(tmp_path / "q.wav", "What time is it")
-    run = Run(emu, tmp_path, settings_for(emu), clip, realtime=False)
+    run = Run(
+        emu,
+        tmp_path,
+        settings_for(emu, transcriptionModel="gpt-4o-transcribe"),
+        clip,
+        realtime=False,
+    )
     ended = await run.run()
 
     assert ended.code == "input_finished", run.of(ErrorEvent)
@@ -634,12 +640,13 @@ async def test_error_events_become_non_fatal_errors_and_quiet_ones_are_ignored(
 async def test_session_cap_rolls_over_with_one_continuous_transcript(
     emu: OpenAIEmulator, tmp_path: Path, margin_s: float, reason: str
 ) -> None:
-    emu.session_max_s = 4.0  # the service's cap on the first socket
+    # the service's cap on the first socket; renewal never comes sooner than 5 s (the floor)
+    emu.session_max_s = 7.0
     emu.script.turns = [
         Turn(user_text="Hello there.", reply="Hi, good to hear you."),
         Turn(user_text="And then?", reply="Then we carry on."),
     ]
-    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 3.6, "And then", 0.3)
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 6.6, "And then", 0.3)
     run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
     run.provider.rollover_margin_s = margin_s
 

@@ -20,6 +20,10 @@
 #   audio-sandbox.sh play-mic FILE.wav          feed a WAV into the virtual mic (blocks until done)
 #   audio-sandbox.sh record-speaker OUT.wav SEC [RATE]  record the virtual speaker for SEC seconds
 #   audio-sandbox.sh speech "TEXT" OUT.wav [RATE]       espeak-ng + sox -> mono WAV (default 24000)
+#   audio-sandbox.sh echo-on [DB] [MS]  a room: the speaker comes back into the mic, DB dB
+#                                       quieter (default -12) and MS ms late (default 40),
+#                                       mixed with whatever tests play into vmic_feed
+#   audio-sandbox.sh echo-off           headphones again (no echo path)
 #
 # Env: AUDIO_SANDBOX_DIR (default /tmp/audio-sandbox), AUDIO_SANDBOX_NO_INSTALL=1 to never apt-get.
 set -euo pipefail
@@ -160,7 +164,7 @@ cmd_stop() {
 }
 
 clean_dir() {  # remove only what start creates
-  rm -rf "$RT" "$DIR/home" "$SOCK" "$DIR/sandbox.pa" "$DIR/client.conf" "$LOG"
+  rm -rf "$RT" "$DIR/home" "$SOCK" "$DIR/sandbox.pa" "$DIR/client.conf" "$LOG" "$DIR/echo.module"
   rmdir "$DIR" 2>/dev/null || true
 }
 
@@ -205,6 +209,33 @@ cmd_speech() {
   rm -f "$tmp"
 }
 
+ECHO_MODULE="$DIR/echo.module"
+
+cmd_echo_on() {
+  local db="${1:--12}" ms="${2:-40}" module idx vol
+  need_running; pa_env; cmd_echo_off 2>/dev/null || true
+  # the loopback's latency_msec is its end-to-end delay (source buffer + sink buffer);
+  # adjust_time=0: no rate adjustment that would make the delay wander during a test
+  module="$(pactl load-module module-loopback source=vspeaker.monitor sink=vmic_feed \
+    latency_msec="$ms" adjust_time=0 source_dont_move=1 sink_dont_move=1)" \
+    || die "pactl load-module module-loopback failed"
+  echo "$module" >"$ECHO_MODULE"
+  idx="$(pactl list sink-inputs | awk -v m="$module" \
+    '/^Sink Input #/ {sub("#", "", $3); i = $3} /Owner Module:/ && $3 == m {print i}')"
+  [ -n "$idx" ] || die "the echo loopback (module $module) has no sink input"
+  # PulseAudio volumes are cubic: amplitude = (vol / 65536)^3
+  vol="$(awk -v db="$db" 'BEGIN { printf "%d", 65536 * 10 ^ (db / 60) }')"
+  pactl set-sink-input-volume "$idx" "$vol" || die "pactl set-sink-input-volume failed"
+  say "echo path on: ${db} dB, ${ms} ms (module $module)"
+}
+
+cmd_echo_off() {
+  need_running; pa_env
+  [ -r "$ECHO_MODULE" ] || { say "no echo path"; return 0; }
+  pactl unload-module "$(tr -dc 0-9 <"$ECHO_MODULE")" 2>/dev/null || true
+  rm -f "$ECHO_MODULE"; say "echo path off"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
   venv) shift; cmd_venv "$@" ;;
@@ -216,5 +247,7 @@ case "${1:-}" in
   play-mic) shift; cmd_play_mic "$@" ;;
   record-speaker) shift; cmd_record_speaker "$@" ;;
   speech) shift; cmd_speech "$@" ;;
+  echo-on) shift; cmd_echo_on "$@" ;;
+  echo-off) cmd_echo_off ;;
   *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

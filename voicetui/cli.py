@@ -29,6 +29,7 @@ DELEGATED: dict[str, str] = {
     "talk": "voicetui.engine.talk",
     "usage": "voicetui.engine.usage",
     "transcripts": "voicetui.engine.transcript",
+    "doctor": "voicetui.doctor",
 }
 
 
@@ -38,6 +39,12 @@ class UsageError(Exception):
 
 def _err(message: str) -> None:
     print(f"voicetui: error: {message}", file=sys.stderr)
+
+
+def _warn_config(warnings: Sequence[str]) -> None:
+    """The config's one-line warnings (a deprecated model still configured)."""
+    for line in warnings:
+        print(f"voicetui: warning: {line}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------- parser
@@ -98,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true")
     health.add_argument(
         "--timeout-ms", type=int, metavar="MS", help="override the spec's healthCheck.timeoutMs"
+    )
+
+    doctor = sub.add_parser("doctor", help="check everything a conversation needs (bounded)")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument(
+        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 8)"
     )
 
     devices = sub.add_parser("devices", help="list audio devices")
@@ -187,7 +200,8 @@ def _cmd_specs(args: argparse.Namespace) -> int:
         for spec in reg.all():
             print(
                 f"{spec.key:<24} {reg.alias(spec.key):<8} {spec.meta.version:<7} "
-                f"{spec.meta.stability.value:<13} {spec.title}"
+                f"{spec.meta.stability.value:<13} {', '.join(spec.supported_modes):<15} "
+                f"{spec.title}"
             )
         return EXIT_OK
     if args.specs_command == "docs":
@@ -255,7 +269,8 @@ def _print_spec_text(key: str) -> None:
         f"  BYOK setup: {spec.byok_setup.setup_instructions}",
         f"    key rotation supported: {_yes(spec.byok_setup.key_rotation_supported)} · "
         f"quota tracking supported: {_yes(spec.byok_setup.quota_tracking_supported)}",
-        f"    key from: voicetui keys set {reg.alias(key)}, or ${reg.api_key_env(key)}",
+        f"    key from: voicetui keys set {reg.alias(key)}, or ${reg.api_key_env(key)}, or "
+        f"apiKeyCommand in the provider table (managed)",
     ]
     print("\n".join(out))
 
@@ -272,6 +287,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(paths.config_file(args.config))
         return EXIT_OK
     cfg = load_config(args.config)
+    _warn_config(cfg.warnings)
     if args.config_command == "check":
         state = "valid" if cfg.from_file else "absent: defaults in use"
         print(f"{cfg.path}: {state}")
@@ -294,21 +310,35 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     reg = registry()
     store = KeyStore()
     if args.keys_command == "list":
+        from voicetui.config import load_config
+        from voicetui.keys import PRECEDENCE, KeyCommandFailed
+
+        cfg = load_config(args.config)
         failure: KeyringUnavailable | None = None
+        command_failures: list[str] = []
         for key in reg:
             source: str
+            command = cfg.key_command(key)
             try:
-                resolved = store.get(key)
+                resolved = store.get(key, command)
                 source, shown = resolved.source, resolved.masked
+                if command and resolved.source == "environment":
+                    shown += "  (overrides apiKeyCommand)"
             except KeyringUnavailable as err:
                 failure = failure or err
                 source, shown = "unavailable", ""
+            except KeyCommandFailed as err:
+                command_failures.append(f"{key}: {err}")
+                source, shown = "command", "failed"
             print(f"{key:<24} {source:<12} {shown}".rstrip())
+        if any(cfg.key_command(k) for k in reg):
+            print(f"precedence: {PRECEDENCE}", file=sys.stderr)
+        for line in command_failures:
+            _err(line)
         if failure is not None:
             envs = " / ".join(reg.api_key_env(k) for k in reg)
             _err(unavailable_message(failure.detail, envs))
-            return EXIT_FAIL
-        return EXIT_OK
+        return EXIT_FAIL if failure is not None or command_failures else EXIT_OK
 
     spec_key = args.provider
     env_var = reg.api_key_env(spec_key)
@@ -385,6 +415,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
     from voicetui.health import check_all_sync
 
     cfg = load_config(args.config)
+    _warn_config(cfg.warnings)
     if args.timeout_ms is not None and args.timeout_ms <= 0:
         raise UsageError("--timeout-ms must be a positive number of milliseconds")
     results = check_all_sync(

@@ -1,7 +1,8 @@
 """BYOK key store on the OS keyring (service ``voicetui``, username = spec key).
 
-* The provider's env var (``SpecSource.api_key_env``, e.g. ``<NAME>_API_KEY``) overrides
-  the keyring.
+* Precedence: the provider's env var (``SpecSource.api_key_env``, e.g. ``<NAME>_API_KEY``)
+  > the provider table's ``apiKeyCommand`` (managed mode, :mod:`voicetui.keycommand`)
+  > the keyring.
 * Keys are validated against the spec's ``secretSchema`` (plus: non-empty, one token).
 * No plaintext fallback: the fail/null backends and keyrings.alt's file backends are refused;
   any keyring error becomes :class:`KeyringUnavailable`, one line saying what to do.
@@ -14,18 +15,22 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 import jsonschema
 
 from voicetui import logs
+from voicetui.keycommand import KeyCommandCache, KeyCommandFailed
 from voicetui.specs.registry import registry
+
+__all__ = ["KeyCommandFailed", "KeyStore", "KeyringUnavailable", "ResolvedKey", "mask"]
 
 SERVICE = "voicetui"
 MAX_KEY_LENGTH = 1024  # far beyond any real key; stops a whole pasted file being stored
-KeySource = Literal["keyring", "environment", "none"]
+KeySource = Literal["keyring", "environment", "command", "none"]
+PRECEDENCE = "environment > command > keyring"
 
 
 class KeyringUnavailable(RuntimeError):
@@ -58,6 +63,25 @@ class ResolvedKey:
     @property
     def masked(self) -> str:
         return mask(self.value)
+
+    @property
+    def mode(self) -> str:
+        """The spec's supported mode in use: ``managed`` (a command) or ``byok``."""
+        return "managed" if self.source == "command" else "byok"
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key (it travels in an HTTP header: printable ASCII, no
+    spaces), or None. Never quotes the key."""
+    if any(ch.isspace() or (ch.isascii() and not ch.isprintable()) for ch in key):
+        return "the API key contains spaces or control characters (paste only the key, on one line)"
+    for position, ch in enumerate(key, 1):
+        if not ch.isascii():
+            return (
+                f"the API key has a non-ASCII character at position {position}; API keys are "
+                "printable ASCII (copy the key again from the provider's console)"
+            )
+    return None
 
 
 def mask(value: str | None) -> str:
@@ -114,6 +138,7 @@ class KeyStore:
     def __init__(self, *, service: str = SERVICE, environ: Mapping[str, str] | None = None):
         self.service = service
         self._environ = environ
+        self._commands = KeyCommandCache()
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -122,17 +147,29 @@ class KeyStore:
     def env_var(self, provider: str) -> str:
         return registry().api_key_env(provider)
 
-    def get(self, provider: str) -> ResolvedKey:
-        """The key in use for ``provider``. Raises :class:`KeyringUnavailable` only when the
-        environment has none and the keyring cannot be read."""
+    def get(self, provider: str, command: Sequence[str] | None = None) -> ResolvedKey:
+        """The key in use for ``provider``: environment > ``command`` (the provider table's
+        ``apiKeyCommand``) > keyring. Raises :class:`KeyCommandFailed` when the command
+        fails, :class:`KeyringUnavailable` when the keyring is needed and cannot be read."""
         env_value = self.environ.get(self.env_var(provider), "").strip()
         if env_value:
             logs.register_secret(env_value)
             return ResolvedKey(env_value, "environment")
+        if command:
+            spec_key = registry().resolve(provider)
+            return ResolvedKey(self._commands.get(spec_key, command), "command")
         stored = self.get_stored(provider)
         if stored:
             return ResolvedKey(stored, "keyring")
         return ResolvedKey(None, "none")
+
+    def refresh(self, provider: str, command: Sequence[str] | None = None) -> ResolvedKey:
+        """After the service rejected the key: run the command again (the key may have been
+        rotated in the secret manager); other sources are returned as they are."""
+        if command and not self.environ.get(self.env_var(provider), "").strip():
+            spec_key = registry().resolve(provider)
+            return ResolvedKey(self._commands.refresh(spec_key, command), "command")
+        return self.get(provider, command)
 
     def get_stored(self, provider: str) -> str | None:
         """The key in the keyring, ignoring the environment."""
@@ -154,13 +191,11 @@ class KeyStore:
         logs.register_secret(key)
         if not key:
             raise InvalidKey(f"{spec.key}: the API key is empty")
-        if any(ch.isspace() or not ch.isprintable() for ch in key):
-            raise InvalidKey(
-                f"{spec.key}: the API key contains spaces or control characters "
-                "(paste only the key, on one line)"
-            )
-        if len(key) > MAX_KEY_LENGTH:
+        if len(key) > MAX_KEY_LENGTH:  # first: the checks below are linear in the length
             raise InvalidKey(f"{spec.key}: the API key is longer than {MAX_KEY_LENGTH} characters")
+        problem = key_problem(key)
+        if problem is not None:
+            raise InvalidKey(f"{spec.key}: {problem}")
         validator = jsonschema.Draft202012Validator(dict(spec.secret_schema.schema))
         error = jsonschema.exceptions.best_match(validator.iter_errors({"apiKey": key}))
         if error is not None:  # the message would quote the key: name the rule only
@@ -172,12 +207,17 @@ class KeyStore:
 
     def set(self, provider: str, value: str) -> None:
         """Store ``value`` for ``provider`` after validation, and read it back to make sure
-        the backend really kept it."""
+        the backend really kept it.
+
+        Every item already stored for (service, user) is removed first, whichever client
+        made it (``secret-tool store`` adds items Python's keyring would not replace, and
+        the older one would shadow the new key on every read)."""
         spec_key = registry().resolve(provider)
         key = self.validate(spec_key, value)
         env_var = self.env_var(spec_key)
         backend = _secure_backend(env_var)
         try:
+            _delete_all(backend, self.service, spec_key)
             backend.set_password(self.service, spec_key, key)
             stored = backend.get_password(self.service, spec_key)
         except Exception as err:
@@ -204,6 +244,22 @@ class KeyStore:
         except Exception as err:
             raise _unavailable(err, env_var) from None
         return True
+
+
+MAX_SHADOWS = 64  # items for one (service, user) we are willing to clear out
+
+
+def _delete_all(backend: Any, service: str, username: str) -> None:
+    """Delete every item for (service, username): the backends delete one per call."""
+    import keyring.errors
+
+    for _ in range(MAX_SHADOWS):
+        if backend.get_password(service, username) is None:
+            return
+        try:
+            backend.delete_password(service, username)
+        except keyring.errors.PasswordDeleteError:
+            return
 
 
 def read_key(prompt: str, stdin: IO[str] | None = None) -> str:

@@ -5,24 +5,51 @@ Without headphones the assistant's own voice comes back through the microphone. 
 * ``gated`` (default): while the assistant is audible, a mic frame counts as barge-in only if
   the VAD says speech *and* its level exceeds the expected echo by ``margin_db``, sustained
   for ``sustain_ms`` (coughs and clicks are shorter; a dip between syllables is forgiven).
-  The expected echo is the loudest recent playback level plus a coupling estimate
-  (speaker -> mic gain) learned while the assistant talks and the user does not. The
-  estimate is a peak follower (rises fast, by ``coupling_attack_db_s``; decays slowly, by
-  ``coupling_release_db_s``): an *average* would sit below the echo of loud syllables,
-  which would then pass as barge-in.
+  The expected echo is *measured*: every ``analysis_every_s`` the last ``analysis_window_s``
+  of microphone is cross-correlated with what the speaker played (a
+  :class:`~voicetui.audio.reference.SpeakerReference`) over delays up to
+  ``max_delay_s``. The peak gives the echo path's delay and gain (speaker -> mic coupling);
+  the expected echo of a frame is the speaker level one delay earlier plus that coupling.
+  A window counts as a measurement when the echo dominates it (normalised correlation
+  >= ``ECHO_DOMINANT_RHO``; the least-squares gain is then unbiased even with the user
+  talking) or when the mic is quieter than the echo assumed so far (an upper bound: the echo
+  can be no louder than the whole mic). Windows where the mic is loud and unrelated to the
+  speaker (the user, over little or no echo) teach nothing. So with headphones the coupling
+  falls to the floor within a few hundred ms of the first reply and any normal voice barges
+  in; with an echo path only speech ``margin_db`` above the measured echo does.
+  Outputs without a speaker reference (WAV files) fall back to assuming the echo from the
+  output level with a coupling learnt by a peak follower, as before.
+* ``aec``: the mic goes through WebRTC's echo canceller (:mod:`voicetui.audio.aec`) first;
+  the gate then works as under ``gated`` on the cleaned signal, where it measures the
+  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from typing import Protocol
 
+import numpy as np
+
 from voicetui.audio.level import SILENCE_DBFS
-from voicetui.audio.ports import CaptureFrame, DuplexPolicy
+from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, DuplexPolicy
+from voicetui.audio.reference import Float32Array, SpeakerReference
 
 AUDIBLE_FLOOR_DBFS = -60.0  # playback quieter than this cannot produce a meaningful echo
+COUPLING_FLOOR_DB = -80.0  # "no echo path": the coupling measured with headphones
+ECHO_DOMINANT_RHO = 0.5  # correlation above which a window is mostly echo (>= -6 dB of it)
+ANALYSIS_RATE = 8_000  # speech band is enough to find the echo; 3x cheaper than 24 kHz
+CLEAR_EXTRA_DB = 6.0  # over margin_db by this much: a measured gate decides on one frame
+MEASUREMENT_HOLD_S = 1.0
+ERLE_FRAMES = 150  # aec: the cancellation of the last 3 s of echo-only frames...
+ERLE_MIN_FRAMES = 25  # ...once half a second of them was seen...
+ERLE_PERCENTILE = (
+    5.0  # ...taken at its worst 5 %  # the coupling is the loudest measurement of the last second
+)
 
 
 class EchoReference(Protocol):
@@ -47,6 +74,10 @@ class EchoGate:
         initial_coupling_db: float = 0.0,
         coupling_release_db_s: float = 6.0,
         coupling_attack_db_s: float = 50.0,
+        reference: SpeakerReference | None = None,
+        analysis_window_s: float = 0.6,
+        analysis_every_s: float = 0.1,
+        max_delay_s: float = 0.5,
     ) -> None:
         self.policy = DuplexPolicy(policy)
         self.output = output
@@ -61,6 +92,26 @@ class EchoGate:
         self._last_frame_at = 0.0
         self.last_mic_dbfs = SILENCE_DBFS
         self.last_echo_dbfs = SILENCE_DBFS
+        # measurement (only with a speaker reference)
+        self.reference = reference
+        self.echo_delay_s = 0.0  # mic timeline minus speaker timeline at the echo's peak
+        self.last_rho = 0.0
+        self.measurements = 0  # windows accepted as measurements (tests, diagnostics)
+        self._window_s = analysis_window_s
+        self._every_s = analysis_every_s
+        self._max_delay_s = max_delay_s
+        self._recent: deque[tuple[float, float]] = deque()  # (time, coupling dB) accepted
+        self._mic_ring: Float32Array = np.zeros(
+            int(ENGINE_RATE * (analysis_window_s + 0.5)), dtype=np.float32
+        )
+        self._mic_written = 0
+        self._mic_offset: float | None = None  # monotonic time of mic sample 0 (smoothed)
+        self._since_analysis_s = 0.0
+        self._clearly_user = False  # latest frame: speech far above a measured echo
+        # aec: the raw mic's latest level, and cancellation (dB) of recent echo-only frames
+        self._raw_db: float | None = None
+        self._erle: deque[float] = deque(maxlen=ERLE_FRAMES)
+        self.erle_db = 0.0
 
     # ------------------------------------------------------------------ state
     def assistant_audible(self) -> bool:
@@ -69,8 +120,18 @@ class EchoGate:
             return True
         return self.output.recent_level_dbfs(self.echo_window_s) > AUDIBLE_FLOOR_DBFS
 
-    def expected_echo_dbfs(self) -> float:
-        """Level the echo of what is playing could reach at the mic."""
+    def expected_echo_dbfs(self, frame: CaptureFrame | None = None) -> float:
+        """Level the echo of what is playing could reach at the mic (for ``frame``: of what
+        played one echo delay before it, when a speaker reference is measured)."""
+        if frame is not None and self.reference is not None and self._mic_offset is not None:
+            t1 = self._mic_offset + self._mic_written / ENGINE_RATE - self.echo_delay_s
+            # the loudest block that could still ring in the room (echo_window_s back), plus
+            # a margin for the clock jitter of both timelines: a gap between two words must
+            # not let a voice at the echo's level through
+            play = self.reference.loudest_dbfs(t1 - self.echo_window_s, t1 + 0.03)
+            if play <= AUDIBLE_FLOOR_DBFS:
+                return SILENCE_DBFS
+            return play + self.coupling_db
         play = self.output.recent_level_dbfs(self.echo_window_s)
         if play <= AUDIBLE_FLOOR_DBFS:
             return SILENCE_DBFS
@@ -90,20 +151,38 @@ class EchoGate:
         if self.policy is DuplexPolicy.HALF:
             return False
         stale = time.monotonic() - self._last_frame_at > 0.2
-        return not stale and self._run_ms >= self.sustain_ms
+        if stale:
+            return False
+        # a measured echo path and a voice far above its echo: no need to wait for the
+        # sustained run (the caller's VAD already heard speech; echo cannot be it)
+        return self._run_ms >= self.sustain_ms or self._clearly_user
 
     def observe_mic(self, frame: CaptureFrame) -> None:
         """Feed every captured frame (cheap: a few float comparisons)."""
         self._last_frame_at = time.monotonic()
         self.last_mic_dbfs = frame.rms_dbfs
+        measuring = self.reference is not None
+        # under aec the echo path is measured on the raw mic (observe_raw), not here
+        cancelled = self.policy is DuplexPolicy.AEC and self._raw_db is not None
+        if measuring and not cancelled:
+            self._keep_mic(frame)
+        self._clearly_user = False
         if not self.assistant_audible():
             self._run_ms = 0.0
             self.last_echo_dbfs = SILENCE_DBFS
+            self._since_analysis_s = self._every_s  # measure as soon as it plays again
             return
-        echo = self.expected_echo_dbfs()
+        if measuring and not cancelled:
+            self._tick_measure(frame)
+        echo = self.expected_echo_dbfs(frame)
+        if cancelled and self._raw_db is not None:
+            echo = self._residual_echo_dbfs(echo, self._raw_db, frame.rms_dbfs)
         self.last_echo_dbfs = echo
         over = frame.rms_dbfs - echo
         candidate = bool(frame.speech) and over >= self.margin_db
+        self._clearly_user = (
+            candidate and self.measurements > 0 and over >= self.margin_db + CLEAR_EXTRA_DB
+        )
         if candidate:
             self._run_ms += frame.duration_ms
         elif self._run_ms > 0:
@@ -111,7 +190,7 @@ class EchoGate:
             # last long enough to climb to sustain_ms. No learning while a run is alive: those
             # frames are probably the user, not the echo.
             self._run_ms = max(0.0, self._run_ms - frame.duration_ms)
-        elif echo > SILENCE_DBFS and frame.rms_dbfs > SILENCE_DBFS:
+        elif not measuring and echo > SILENCE_DBFS and frame.rms_dbfs > SILENCE_DBFS:
             # learn the real speaker->mic gain from frames that are (probably) pure echo
             measured = frame.rms_dbfs - (echo - self.coupling_db)
             target = min(max(measured, -60.0), 6.0)
@@ -124,6 +203,134 @@ class EchoGate:
                 step = self._release_db_s * frame.duration_ms / 1000.0
                 self.coupling_db = max(target, self.coupling_db - step)
 
+    def observe_raw(self, frame: CaptureFrame) -> None:
+        """Under ``aec``: the microphone before cancellation (called just before
+        :meth:`observe_mic` gets the same frame cleaned). The echo path is measured on it."""
+        self._raw_db = frame.rms_dbfs
+        if self.reference is None:
+            return
+        self._keep_mic(frame)
+        if self.assistant_audible():
+            self._tick_measure(frame)
+        else:
+            self._since_analysis_s = self._every_s
+
+    def _tick_measure(self, frame: CaptureFrame) -> None:
+        self._since_analysis_s += frame.duration_ms / 1000.0
+        if self._since_analysis_s >= self._every_s:
+            self._since_analysis_s = 0.0
+            self._measure(frame.captured_at)
+
+    def _residual_echo_dbfs(self, raw_echo: float, raw_db: float, clean_db: float) -> float:
+        """The echo left after cancellation: the raw echo less the cancellation measured on
+        frames that were only echo (raw mic no louder than its expected echo). A low
+        percentile of recent frames: the canceller lets a transient through now and then."""
+        if raw_echo <= SILENCE_DBFS:
+            return SILENCE_DBFS
+        if self.measurements > 0 and raw_db <= raw_echo + 1.0 and raw_db > AUDIBLE_FLOOR_DBFS:
+            self._erle.append(raw_db - clean_db)
+        if len(self._erle) < ERLE_MIN_FRAMES:
+            return raw_echo  # not measured yet: as strict as gated
+        self.erle_db = float(np.percentile(self._erle, ERLE_PERCENTILE))
+        return raw_echo - max(self.erle_db, 0.0)
+
     def reset(self) -> None:
         """Forget the sustained-speech run (after a barge-in was acted on)."""
         self._run_ms = 0.0
+        self._clearly_user = False
+
+    # ------------------------------------------------------------------ measurement
+    def _keep_mic(self, frame: CaptureFrame) -> None:
+        pcm = frame.pcm.astype(np.float32) / 32768.0
+        size, n = len(self._mic_ring), len(pcm)
+        start = self._mic_written % size
+        first = min(n, size - start)
+        self._mic_ring[start : start + first] = pcm[:first]
+        if first < n:
+            self._mic_ring[: n - first] = pcm[first:]
+        self._mic_written += n
+        # frames reach the loop late by a varying amount: the earliest arrival is the truest
+        offset = frame.captured_at - self._mic_written / ENGINE_RATE
+        if self._mic_offset is None or offset < self._mic_offset:
+            self._mic_offset = offset
+        else:
+            self._mic_offset += 0.02 * (offset - self._mic_offset)
+
+    def _mic_window(self) -> Float32Array:
+        n = min(int(ENGINE_RATE * self._window_s), self._mic_written, len(self._mic_ring))
+        size = len(self._mic_ring)
+        idx = np.arange(self._mic_written - n, self._mic_written) % size
+        return self._mic_ring[idx]
+
+    def _measure(self, now: float) -> None:
+        """One analysis window: accept it as a coupling measurement or ignore it."""
+        ref_src = self.reference
+        if ref_src is None or self._mic_offset is None:
+            return
+        mic24 = self._mic_window()
+        if len(mic24) < ENGINE_RATE * 0.2:
+            return
+        t_end = self._mic_offset + self._mic_written / ENGINE_RATE
+        t_start = t_end - len(mic24) / ENGINE_RATE
+        lead = 0.02  # a little of the "future": the two clocks' offsets are estimates
+        ref24 = ref_src.segment(t_start - self._max_delay_s, t_end + lead)
+        if ref24 is None:
+            return
+        result = measure_coupling(mic24, ref24, self._max_delay_s)
+        if result is None:
+            return
+        gain_db, delay_s, rho, mic_db, ref_db = result
+        self.last_rho = rho
+        if rho >= ECHO_DOMINANT_RHO:
+            measured = gain_db  # the echo dominates: its least-squares gain
+            self.echo_delay_s = delay_s
+        elif mic_db <= ref_db + self.coupling_db - 6.0:
+            measured = mic_db - ref_db  # the mic is quieter than the echo assumed: a bound
+        else:
+            return  # loud mic unrelated to the speaker: the user, over little echo
+        measured = min(max(measured, COUPLING_FLOOR_DB), 6.0)
+        self.measurements += 1
+        self._recent.append((now, measured))
+        while self._recent and self._recent[0][0] < now - MEASUREMENT_HOLD_S:
+            self._recent.popleft()
+        self.coupling_db = max(m for _, m in self._recent)
+
+
+def measure_coupling(
+    mic: Float32Array, ref: Float32Array, max_delay_s: float, *, rate: int = ENGINE_RATE
+) -> tuple[float, float, float, float, float] | None:
+    """Cross-correlate ``mic`` with ``ref`` (which starts ``max_delay_s`` before it and may run
+    a little past its end); return ``(gain_db, delay_s, rho, mic_dbfs, ref_dbfs)`` at the peak
+    of the normalised correlation, or None when the speaker was silent.
+
+    ``gain_db`` is the least-squares gain of the best-aligned speaker signal in the mic,
+    ``rho`` the normalised correlation there (1 = the mic is only echo), ``ref_dbfs`` the
+    speaker level over the aligned window. Works at :data:`ANALYSIS_RATE`."""
+    import soxr
+
+    m = soxr.resample(mic, rate, ANALYSIS_RATE, quality="LQ").astype(np.float64)
+    r = soxr.resample(ref, rate, ANALYSIS_RATE, quality="LQ").astype(np.float64)
+    n_m, n_r = len(m), len(r)
+    if n_m < 16 or n_r < n_m:
+        return None
+    size = 1 << math.ceil(math.log2(n_r + n_m))
+    corr = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(m, size)), size)
+    lags = n_r - n_m + 1
+    corr = corr[:lags]  # corr[k] = sum_i r[i + k] * m[i]
+    csum = np.concatenate(([0.0], np.cumsum(r * r)))
+    e_r = csum[n_m : n_m + lags] - csum[:lags]
+    e_m = float(np.dot(m, m))
+    floor = n_m * 10 ** (AUDIBLE_FLOOR_DBFS / 10)
+    if float(e_r.max()) <= floor:
+        return None
+    usable = e_r > floor
+    rho_all = np.zeros(lags)
+    rho_all[usable] = np.abs(corr[usable]) / np.sqrt(e_r[usable] * max(e_m, 1e-20))
+    k = int(np.argmax(rho_all))
+    rho = float(rho_all[k])
+    gain = abs(float(corr[k])) / float(e_r[k]) if e_r[k] > 0 else 0.0
+    gain_db = 20 * math.log10(gain) if gain > 1e-6 else COUPLING_FLOOR_DB
+    delay_s = max_delay_s - k / ANALYSIS_RATE
+    mic_db = 10 * math.log10(e_m / n_m) if e_m > 0 else SILENCE_DBFS
+    ref_db = 10 * math.log10(float(e_r[k]) / n_m) if e_r[k] > 0 else SILENCE_DBFS
+    return gain_db, delay_s, rho, mic_db, ref_db

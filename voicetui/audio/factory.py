@@ -8,17 +8,22 @@ Failures after start (a device unplugged) go to the callback given to ``set_on_e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from voicetui.audio.aec import EchoCancelledInput
 from voicetui.audio.capture import DeviceInput
 from voicetui.audio.devices import find_device, list_devices
 from voicetui.audio.duplex import EchoGate
 from voicetui.audio.errors import AudioError, AudioErrorCode, ErrorCallback
 from voicetui.audio.playback import DeviceOutput
 from voicetui.audio.ports import DuplexPolicy
+from voicetui.audio.reference import SpeakerReference
 from voicetui.audio.wav import WavInput, WavOutput
+
+log = logging.getLogger(__name__)
 
 PLAYBACK_BLOCK_MS = 10.0  # speaker blocks: small, since each block adds its length to latency
 MAX_PREBUFFER_MS = 40.0  # the adaptive pre-buffer never grows past this (see bench_audio (d))
@@ -59,7 +64,7 @@ class AudioOptions:
 class AudioRig:
     """Microphone, speaker and barge-in gate, started and stopped together."""
 
-    input: DeviceInput | WavInput
+    input: DeviceInput | WavInput | EchoCancelledInput
     output: DeviceOutput | WavOutput
     gate: EchoGate
     _on_error: ErrorCallback | None = field(default=None, repr=False)
@@ -74,9 +79,10 @@ class AudioRig:
         """Validate synchronously that PortAudio loads and the devices exist (no stream is
         opened); raise :class:`AudioError` otherwise. A no-op for WAV endpoints."""
         devices = None
-        if isinstance(self.input, DeviceInput):
+        mic = self.input.inner if isinstance(self.input, EchoCancelledInput) else self.input
+        if isinstance(mic, DeviceInput):
             devices = list_devices()
-            find_device(self.input.device, "input", devices)
+            find_device(mic.device, "input", devices)
         if isinstance(self.output, DeviceOutput):
             devices = devices if devices is not None else list_devices()
             find_device(self.output.device, "output", devices)
@@ -113,7 +119,7 @@ def open_audio(
         policy = DuplexPolicy(settings.duplex)
     except ValueError as exc:
         raise AudioError(
-            f"unknown duplex policy '{settings.duplex}' (use gated, half or full)",
+            f"unknown duplex policy '{settings.duplex}' (use aec, gated, half or full)",
             AudioErrorCode.STREAM_ERROR,
         ) from exc
     block_ms = int(settings.block_ms) or 20
@@ -141,4 +147,24 @@ def open_audio(
             prebuffer_ms=settings.prebuffer_ms,
             max_prebuffer_ms=MAX_PREBUFFER_MS,
         )
-    return AudioRig(audio_in, audio_out, EchoGate(audio_out, policy))
+    reference = None
+    if isinstance(audio_out, DeviceOutput):
+        # the gate measures the echo against what the speaker really played
+        reference = audio_out.reference = SpeakerReference()
+    mic: DeviceInput | WavInput | EchoCancelledInput = audio_in
+    if policy is DuplexPolicy.AEC:
+        from voicetui.audio import aec
+
+        if reference is None or not isinstance(audio_in, DeviceInput):
+            policy = DuplexPolicy.FULL  # a WAV end hears no loudspeaker: nothing to cancel
+        elif not aec.aec_available():
+            log.warning("WebRTC echo cancellation unavailable: duplex policy gated instead")
+            policy = DuplexPolicy.GATED
+        else:
+            # render + capture buffering; AEC3 finds the acoustic delay on its own
+            delay_ms = round(block_ms + PLAYBACK_BLOCK_MS)
+            mic = aec.EchoCancelledInput(audio_in, aec.EchoCanceller(reference, delay_ms))
+    gate = EchoGate(audio_out, policy, reference=reference)
+    if isinstance(mic, EchoCancelledInput):
+        mic.on_raw = gate.observe_raw
+    return AudioRig(mic, audio_out, gate)

@@ -18,6 +18,7 @@ from typing import Any
 from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, ITEM_END, JitterBuffer
 from voicetui.audio.level import SILENCE_DBFS
 from voicetui.audio.ports import ENGINE_RATE, Float32Array, Int16Array
+from voicetui.audio.reference import SpeakerReference
 from voicetui.audio.resample import StreamResampler, to_float32
 from voicetui.audio.sd_loader import load_sounddevice
 from voicetui.audio.stats import SampleRing
@@ -61,6 +62,8 @@ class DeviceOutput(DeviceStream):
         self._out_latency = 0.0
         self._tail_until = 0.0
         self._idle = asyncio.Event()
+        # what was played, for echo measurement and cancellation (None: nobody listens)
+        self.reference: SpeakerReference | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -174,6 +177,8 @@ class DeviceOutput(DeviceStream):
         jb.pull(outdata[:, 0], now)
         if self.channels > 1:  # a device that refuses mono: the same signal on every channel
             outdata[:, 1:] = outdata[:, :1]
+        if self.reference is not None:
+            self.reference.write(outdata[:, 0], self.rate, now + self.dac_ahead_s)
         if jb._events:  # unlocked peek; take_events locks
             loop = self._loop
             if loop is not None:

@@ -57,6 +57,7 @@ class DuplexPolicy(StrEnum):
     GATED = "gated"  # mic energy must exceed the playback-derived echo level by a margin
     HALF = "half"  # mic muted while the assistant is audible
     FULL = "full"  # trust the provider (headphones, or hardware AEC)
+    AEC = "aec"  # WebRTC echo cancellation on the mic, then the measuring gate
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ This is also the app's one door to the providers (it never imports ``providers.b
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,6 +19,7 @@ from voicetui import paths
 from voicetui.engine.session import ConversationEngine
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
+from voicetui.keycommand import KeyCommandFailed
 from voicetui.providers.base import ProviderError, ProviderSettings, Voice, get_provider
 from voicetui.specs.registry import registry
 
@@ -34,7 +36,7 @@ class _ResolvedKey(Protocol):
 class KeySource(Protocol):
     """What the factory needs from ``voicetui.keys.KeyStore``."""
 
-    def get(self, spec_key: str) -> _ResolvedKey: ...
+    def get(self, spec_key: str, command: Sequence[str] | None = None) -> _ResolvedKey: ...
 
 
 __all__ = ["ProviderError", "Voice", "build_engine", "list_voices", "preload_provider"]
@@ -84,7 +86,10 @@ def build_engine(
     from voicetui.audio.factory import open_audio
 
     settings = config.provider_settings(provider_key)
-    api_key = keys.get(settings.spec_key).value
+    try:
+        api_key = keys.get(settings.spec_key, config.key_command(settings.spec_key)).value
+    except KeyCommandFailed as err:
+        raise ProviderError(str(err), code="no_key") from None
     if not api_key:
         raise ProviderError(missing_key_message(settings.spec_key), code="no_key")
     provider = get_provider(settings.spec_key)

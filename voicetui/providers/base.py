@@ -76,7 +76,9 @@ class SessionContext:
     # turns instead of rewriting the earlier ones (``u1`` of the second session is not
     # ``u1`` of the first).
     session_id: str = ""
-    _turn_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _turn_numbers: Iterator[int] = field(
+        default_factory=lambda: itertools.count(1), init=False, repr=False
+    )
 
     def new_turn_id(self, prefix: str) -> str:
         """A turn or reply id unique across sessions: ``<session id>/<prefix><n>``."""
@@ -85,7 +87,11 @@ class SessionContext:
 
 
 class ProviderSession(Protocol):
-    """One live conversation with a provider. All methods run on the engine's event loop."""
+    """One live conversation with a provider. All methods run on the engine's event loop.
+
+    Turn and reply ids in events must be unique across sessions (the console appends rows by
+    id): take them from ``ctx.new_turn_id(prefix)``, or use ids the service makes unique.
+    """
 
     async def connect(self) -> None:
         """Open the connection(s); raise :class:`ProviderError` (``key_rejected`` on 401)."""

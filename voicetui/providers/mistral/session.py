@@ -54,6 +54,7 @@ from voicetui.engine.replies import Reply
 from voicetui.engine.tasks import cancel_and_wait
 from voicetui.providers.base import ProviderError, SessionContext
 from voicetui.providers.mistral.agent import AgentManager
+from voicetui.providers.mistral.catalog import CATALOG
 from voicetui.providers.mistral.chunker import TextChunker
 from voicetui.providers.mistral.diarize import diarize
 from voicetui.providers.mistral.listening import Listener, ListenOptions
@@ -68,9 +69,11 @@ from voicetui.providers.mistral.speech import (
 if TYPE_CHECKING:
     from mistralai.client import Mistral
 
-DEFAULT_TRANSCRIPTION_MODEL = "voxtral-mini-transcribe-realtime-2602"
-DEFAULT_DIARIZE_MODEL = "voxtral-mini-latest"
-DEFAULT_TTS_MODEL = "voxtral-mini-tts-latest"
+DEFAULT_TRANSCRIPTION_MODEL = CATALOG.defaults["transcriptionModel"]
+DEFAULT_DIARIZE_MODEL = CATALOG.defaults["diarizeModel"]
+DEFAULT_TTS_MODEL = CATALOG.defaults["ttsModel"]
+DEFAULT_VOICE = CATALOG.defaults["defaultVoice"]
+_FALLBACK_LOGGED: set[str] = set()  # models already reported as "no server turn detection"
 
 DIARIZE_HOLD_S = 2.0  # longest the diarization upload waits for the agent request
 MIN_TURN_SAMPLES = ENGINE_RATE // 10  # never commit less than 100 ms of audio
@@ -99,6 +102,7 @@ class _UserTurn:
     # set once the reply's agent request is on the wire (or there will be none): the
     # diarization upload waits for it so it never competes with the critical path
     reply_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_segments: int = 0  # speaker-labelled segments seen in-stream (push-to-talk)
 
     @property
     def samples(self) -> int:
@@ -139,11 +143,24 @@ class MistralSession:
         self.tts_model = str(extras.get("ttsModel") or DEFAULT_TTS_MODEL)
         self.diarize_enabled = bool(extras.get("diarize", True))
         voice = self.settings.voice
-        self.voice: str | None = None if not voice or voice == "default" else voice
+        # never a null voice: every documented speech call passes one ("default" is the
+        # seed spec's placeholder, not a Mistral voice)
+        self.voice: str = DEFAULT_VOICE if not voice or voice == "default" else voice
         self.realtime_tts = bool(extras.get("realtimeSpeech", True))
-        # server_vad without asking the service for turn detection: the local VAD ends turns
-        # (how a Voxtral deployment without endpointing behaves; also a test seam)
-        self.server_turn_detection = bool(extras.get("serverTurnDetection", True))
+        stt = CATALOG.find(self.transcription_model)
+        # server_vad asks the service for turn detection only where the model has it; the
+        # local VAD ends turns otherwise (and with serverTurnDetection=false, a test seam)
+        self.server_turn_detection = bool(extras.get("serverTurnDetection", True)) and (
+            stt is not None and stt.has("turn_detection")
+        )
+        # the service refuses diarization together with turn detection: speaker labels come
+        # in-stream only in push-to-talk, from the batch relabel otherwise
+        self.stream_diarize = (
+            not self.server_vad
+            and self.diarize_enabled
+            and stt is not None
+            and stt.has("diarization")
+        )
         self.policy = RetryPolicy()
         self.client: Mistral | None = None
         self.agents: AgentManager | None = None
@@ -219,12 +236,20 @@ class MistralSession:
             ListenOptions(
                 model=self.transcription_model,
                 server_vad=self.server_vad and self.server_turn_detection,
+                diarize=self.stream_diarize,
             ),
             on_event=self._on_stt_event,
             on_reconnecting=self._on_reconnecting,
             on_reconnected=self._on_reconnected,
             log=self.log,
         )
+        fallback = self.server_vad and not self.server_turn_detection
+        if fallback and self.transcription_model not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(self.transcription_model)  # said once per model, not per turn
+            self.log.info(
+                "transcription model %s has no server turn detection: the local VAD ends turns",
+                self.transcription_model,
+            )
         # agent lookup and socket handshake are independent: do them at once
         results = await asyncio.gather(
             self.agents.ensure(verify=True), self.listener.open(), return_exceptions=True
@@ -273,7 +298,8 @@ class MistralSession:
             turn.audio.append(pcm.copy())
         else:
             self._keep_preroll(pcm)
-        await self._local_vad(frame)
+        if not self.server_turn_detection:  # the service ends turns itself otherwise
+            await self._local_vad(frame)
 
     async def start_user_turn(self) -> None:
         """Talk key pressed: interrupt the assistant if audible and open a user turn."""
@@ -383,7 +409,7 @@ class MistralSession:
             self._emit(UserSpeechStopped(turn_id=turn.id))
         if flush and self.listener is not None:
             await self.listener.flush()
-        if not turn.ignored and self.diarize_enabled and turn.audio:
+        if not turn.ignored and self.diarize_enabled and turn.audio and not self.stream_diarize:
             self._spawn(self._relabel(turn), name=f"mistral-diarize-{turn.id}")
         self._spawn(self._complete_turn(turn), name=f"mistral-turn-{turn.id}")
 
@@ -454,6 +480,11 @@ class MistralSession:
                 await self._end_turn(turn, flush=False)
             turn.final = f"{turn.committed} {heard}".strip()
             turn.got_final.set()
+        elif isinstance(event, models.TranscriptionStreamSegmentDelta):
+            turn = self._stt_target()
+            if self.stream_diarize and turn is not None and not turn.ignored:
+                index, turn.stream_segments = turn.stream_segments, turn.stream_segments + 1
+                self._spawn(self._stream_label(turn, event, index), name=f"mistral-label-{turn.id}")
         elif isinstance(event, models.TurnDetectionStartEvent):
             if self.server_vad:
                 await self._user_speech_started(server=True)
@@ -509,6 +540,23 @@ class MistralSession:
             self._emit(AssistantDone(turn_id=f"{turn.id}-none", status="incomplete"))
             return
         await self._start_reply(turn, text)
+
+    async def _stream_label(self, turn: _UserTurn, seg: Any, index: int) -> None:
+        """An in-stream speaker-labelled segment relabels the turn's line once it is shown."""
+        await turn.final_emitted.wait()
+        speaker = seg.speaker_id if isinstance(seg.speaker_id, str) else None
+        self._emit(
+            UserTranscript(
+                turn_id=turn.id,
+                text=seg.text,
+                final=True,
+                speaker=speaker,
+                start=seg.start,
+                end=seg.end,
+                segment_index=index,
+                relabel=True,
+            )
+        )
 
     async def _relabel(self, turn: _UserTurn) -> None:
         """Diarize the turn's clip (concurrently with the reply) and relabel its lines."""

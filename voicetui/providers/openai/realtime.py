@@ -17,10 +17,10 @@ dispatch on ``event.type`` (the SDK parses unknown types into the wrong class, s
   ``response.cancel`` and ``conversation.item.truncate`` at the milliseconds actually
   played. Late deltas of a cancelled response are dropped.
 * **Failures**: 401 at the handshake -> ``key_rejected`` (never retried); a dropped socket
-  reconnects with backoff (exponential, jittered, capped), re-sends the session settings,
-  seeds the new server session with the conversation so far as text items, and asks again
-  for a reply the drop cut short (the user gets it whole); malformed frames and unknown
-  events are logged and skipped.
+  reconnects with exponential backoff (jittered, capped; at most a handful of attempts a
+  minute, see :mod:`.renewal`), re-sends the session settings, seeds the new server session
+  with the conversation so far as text items, and asks again for a reply the drop cut short
+  (the user gets it whole); malformed frames and unknown events are logged and skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import base64
 import contextlib
 import itertools
 import json
-import random
 import re
 import time
 from collections.abc import Mapping
@@ -58,6 +57,14 @@ from voicetui.providers.base import (
     Voice,
     import_quietly,
 )
+from voicetui.providers.catalog import Listing
+from voicetui.providers.openai.catalog import CATALOG
+from voicetui.providers.openai.renewal import (
+    ReconnectPacer,
+    backoff_s,
+    renewal_schedule,
+    server_lifetime_s,
+)
 from voicetui.specs.model import SpecSource
 from voicetui.specs.openai import SOURCE
 
@@ -66,7 +73,7 @@ if TYPE_CHECKING:
 
 SPEC_KEY = SOURCE.spec.key
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+DEFAULT_TRANSCRIPTION_MODEL = CATALOG.defaults["transcriptionModel"]
 
 OPTIONS: dict[str, ProviderOption] = {
     # DIARIZE_MODEL adds speaker labels to the user's lines.
@@ -246,7 +253,13 @@ class OpenAIRealtimeSession:
         ctx.replies.on_final(self._on_reply_final)
         self._rollover: asyncio.Task[None] | None = None
         self._rolling_over = False
-        self._expires_at: float | None = None  # epoch seconds, from session.created
+        self._expires_at: float | None = None  # epoch seconds on the server's clock
+        self._opened_at = 0.0  # time.monotonic() when the current socket's handshake completed
+        self._pacer = ReconnectPacer(
+            base_s=provider.reconnect_base_delay_s,
+            cap_s=4 * provider.reconnect_base_delay_s,
+            per_window=provider.reconnects_per_minute,
+        )
         self._talking = False  # push-to-talk key down
         self._turn_audio: list[str] = []  # base64 frames of the last push-to-talk turn
         self._user_speaking = False  # server VAD: between speech started and stopped
@@ -265,7 +278,8 @@ class OpenAIRealtimeSession:
             except ProviderError as exc:
                 if exc.code not in ("rate_limited", "server") or attempt == attempts:
                     raise
-                delay = self._backoff(attempt)
+                base = self._provider.reconnect_base_delay_s
+                delay = backoff_s(base, attempt - 1, cap_s=4 * base)
                 self.log.warning(
                     "connect attempt %d failed (%s); again in %.1f s", attempt, exc, delay
                 )
@@ -411,6 +425,7 @@ class OpenAIRealtimeSession:
         except Exception as exc:
             raise _handshake_error(exc, self.settings) from None
         self._conn = conn
+        self._opened_at = time.monotonic()
         try:
             await self._send(
                 {
@@ -507,28 +522,32 @@ class OpenAIRealtimeSession:
             )
 
     async def _reconnect(self, reason: str, *, now: bool = False) -> None:
-        """Backoff 1 s, 2 s, 4 s (capped, with up to 25 % jitter so many clients do not
-        retry in step), then give up with one clear line. ``now``: a planned renewal, whose
-        first attempt needs no backoff."""
+        """Reconnect paced by :class:`ReconnectPacer` (backoff 1 s, 2 s, 4 s… over
+        consecutive failures, up to 25 % jitter so many clients do not retry in step, at most
+        a handful of attempts a minute), then give up with one clear line. ``now``: a planned
+        renewal, whose first attempt needs no backoff."""
         old, self._conn = self._conn, None
         if old is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.close(), 1.0)
+        self._pacer.session_ended(time.monotonic() - self._opened_at, planned=now)
         self._abandon_inflight()
         attempts = self._provider.max_reconnect_attempts
         last = reason
         for attempt in range(1, attempts + 1):
-            delay = 0.0 if now and attempt == 1 else self._backoff(attempt)
-            self.ctx.emit(Reconnecting(attempt=attempt, delay_s=delay, reason=last))
+            delay = self._pacer.delay_s(time.monotonic(), planned=now)
+            self.ctx.emit(Reconnecting(attempt=attempt, delay_s=round(delay, 3), reason=last))
             await asyncio.sleep(delay)
             if self._closing:
                 return
+            self._pacer.attempt(time.monotonic())
             try:
                 await self._open(seed=True)
             except ProviderError as exc:
                 if exc.code == "key_rejected" or not exc.retryable:
                     raise
                 last = str(exc)
+                self._pacer.attempt_failed()
                 self.log.warning("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             self.ctx.emit(Reconnected(attempt=attempt))
@@ -542,28 +561,30 @@ class OpenAIRealtimeSession:
             code="network",
         )
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential from the base, capped at 4x, with up to 25 % jitter."""
-        base = self._provider.reconnect_base_delay_s
-        delay: float = min(base * 2 ** (attempt - 1), base * 4) * (1.0 + random.uniform(0.0, 0.25))
-        return delay
-
     def _watch_expiry(self) -> None:
-        """Renew the session shortly before the service's cap (``expires_at``), at a quiet
-        moment, so a long conversation never hits the hard cut mid-reply."""
+        """Renew the session shortly before the service's cap, at a quiet moment, so a long
+        conversation never hits the hard cut mid-reply. The schedule runs on the monotonic
+        clock from this socket's handshake (see :mod:`.renewal`)."""
         if self._rollover is not None:
             self._rollover.cancel()
         conn = self._conn
-        if conn is not None and self._expires_at is not None:
-            self._rollover = asyncio.create_task(
-                self._rollover_when_due(conn, self._expires_at), name="openai-rollover"
-            )
+        if conn is None:
+            return
+        lifetime = server_lifetime_s(conn, self._expires_at)
+        renew_after, hard = renewal_schedule(lifetime, self._provider.rollover_margin_s)
+        if lifetime is None:
+            self.log.info("session lifetime unknown; renewing after %.0f s", renew_after)
+        self._rollover = asyncio.create_task(
+            self._rollover_when_due(conn, self._opened_at + renew_after, self._opened_at + hard),
+            name="openai-rollover",
+        )
 
-    async def _rollover_when_due(self, conn: AsyncRealtimeConnection, expires_at: float) -> None:
-        margin = self._provider.rollover_margin_s
-        await asyncio.sleep(max(expires_at - time.time() - margin, 0.0))
+    async def _rollover_when_due(
+        self, conn: AsyncRealtimeConnection, renew_at: float, hard_at: float
+    ) -> None:
+        await asyncio.sleep(max(renew_at - time.monotonic(), 0.0))
         # wait for a quiet moment (polled: it depends on playback as well as the wire)
-        while self._conn is conn and time.time() < expires_at - 0.5:
+        while self._conn is conn and time.monotonic() < hard_at:
             if not (self._talking or self._user_speaking or self._assistant_busy()):
                 break
             await asyncio.sleep(0.05)
@@ -923,8 +944,10 @@ class OpenAIRealtimeProvider:
         max_reconnect_attempts: int = 5,
         connect_timeout_s: float = 15.0,
         rollover_margin_s: float = 30.0,
+        reconnects_per_minute: int = 5,
     ) -> None:
         self.reconnect_base_delay_s = reconnect_base_delay_s
+        self.reconnects_per_minute = reconnects_per_minute
         self.rollover_margin_s = rollover_margin_s
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
@@ -953,6 +976,12 @@ class OpenAIRealtimeProvider:
         from voicetui.providers.openai.probe import list_models
 
         return await list_models(base_url, api_key, timeout_ms, SOURCE.alias)
+
+    async def inventory(self, base_url: str, api_key: str, timeout_ms: int, voice: str) -> Listing:
+        """What the account offers (health checks the configured model and voice with it)."""
+        from voicetui.providers.openai.probe import inventory
+
+        return await inventory(base_url, api_key, timeout_ms, SOURCE.alias)
 
 
 __all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]
