@@ -48,6 +48,7 @@ MEASUREMENT_HOLD_S = 1.0  # the coupling is the loudest measurement of the last 
 ERLE_FRAMES = 50  # aec: the cancellation of the last second of echo-only frames...
 ERLE_MIN_FRAMES = 25  # ...once half a second of them was seen...
 ERLE_PERCENTILE = 5.0  # ...taken at its worst 5 %
+NO_ECHO_PATH_DB = -50.0  # a measured coupling below this: no echo path (headphones)
 ECHO_ONLY_RHO = 0.8  # aec: a raw frame this correlated with the speaker is echo only
 AEC_OPEN_ERLE_DB = 20.0  # an echo-only frame cancelled less than this...
 AEC_LEAK_DBFS = -50.0  # ...and still audible closes the mic over the assistant...
@@ -73,7 +74,7 @@ class EchoGate:
         margin_db: float = 8.0,
         sustain_ms: float = 60.0,
         echo_window_s: float = 0.25,
-        initial_coupling_db: float = 0.0,
+        initial_coupling_db: float | None = None,
         coupling_release_db_s: float = 6.0,
         coupling_attack_db_s: float = 50.0,
         reference: SpeakerReference | None = None,
@@ -87,7 +88,7 @@ class EchoGate:
         self.sustain_ms = sustain_ms
         self.echo_window_s = echo_window_s
         # speaker->mic gain in dB; starts pessimistic (echo as loud as the playback) and adapts
-        self.coupling_db = initial_coupling_db
+        self.coupling_db = 0.0 if initial_coupling_db is None else initial_coupling_db
         self._release_db_s = coupling_release_db_s
         self._attack_db_s = coupling_attack_db_s
         self._run_ms = 0.0
@@ -150,6 +151,8 @@ class EchoGate:
         if self.policy is DuplexPolicy.HALF:
             return not self.assistant_audible()
         if self.policy is DuplexPolicy.AEC and self._raw_db is not None:
+            if self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB:
+                return True  # measured: nothing comes back (headphones), nothing to cancel
             unproven = len(self._erle) < ERLE_MIN_FRAMES or time.monotonic() < self._aec_hold
             return not (unproven and self.assistant_audible())
         return True
