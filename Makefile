@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: run test install install-test system-test lint typecheck pytest clean
+.PHONY: run test test-live install install-test system-test lint typecheck pytest clean
 
 $(VENV)/.run-stamp: pyproject.toml
 	bash tools/setup-system.sh run
@@ -44,6 +44,11 @@ pytest: install-test
 	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q $(ARGS)
 
 test: install-test lint typecheck pytest
+
+# The real services, with your keys: VOICETUI_LIVE=1 OPENAI_API_KEY=… MISTRAL_API_KEY=… make test-live
+# (without them every live test is skipped with the reason, and this exits 0).
+test-live: install-test
+	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q -rs -m live tests/live $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

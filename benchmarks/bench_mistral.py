@@ -111,6 +111,7 @@ async def ours_turns(base_url: str, clip: np.ndarray, out_dir: Path) -> AsyncIte
         Event,
         UserTranscript,
     )
+    from voicetui.engine.replies import ReplyLedger
     from voicetui.providers.base import ProviderSettings, SessionContext
     from voicetui.providers.mistral.session import MistralSession
 
@@ -141,6 +142,7 @@ async def ours_turns(base_url: str, clip: np.ndarray, out_dir: Path) -> AsyncIte
         playback=output,
         gate=EchoGate(output, DuplexPolicy.FULL),
         state_dir=out_dir,
+        replies=ReplyLedger(emit, output),
         log=logging.getLogger("bench.ours"),
     )
     session = MistralSession(ctx)

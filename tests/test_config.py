@@ -24,6 +24,7 @@ from voicetui.config import (
     save_config,
     update_config,
 )
+from voicetui.providers.catalog import catalog_for
 from voicetui.specs.registry import registry
 
 BROKEN = Path(__file__).parent / "data" / "broken_configs"
@@ -85,12 +86,15 @@ def test_missing_file_gives_the_spec_example_defaults(tmp_path: Path) -> None:
     assert cfg.provider == "ai-voice-conv.mistral"
     for spec in registry().all():
         options = cfg.provider_options(spec.key)
+        catalog = catalog_for(spec.key)
+        assert catalog is not None
         for field, value in spec.config_schema.example.items():
-            assert options[field] == value
+            # the catalogue's current models and real voices win over the spec's example
+            assert options[field] == catalog.defaults.get(field, value)
         assert options["baseUrl"] == spec.rest_base_url
     settings = cfg.provider_settings()
     assert settings.spec_key == "ai-voice-conv.mistral"
-    assert (settings.model, settings.voice) == ("mistral-medium-latest", "default")
+    assert (settings.model, settings.voice) == ("mistral-medium-latest", "voice_478")
     assert settings.turn_detection == "server_vad"
     assert settings.max_session_duration_s == 600.0
     assert settings.base_url == "https://api.mistral.ai"
@@ -98,9 +102,9 @@ def test_missing_file_gives_the_spec_example_defaults(tmp_path: Path) -> None:
     assert settings.extras["webSearch"] is True and settings.extras["moderation"] is False
     assert settings.extras["ttsModel"] == "voxtral-mini-tts-latest"
     openai = cfg.provider_settings("openai")
-    assert (openai.model, openai.voice) == ("gpt-4o-realtime-preview", "alloy")
+    assert (openai.model, openai.voice) == ("gpt-realtime-2.1", "marin")
     assert openai.extras == {
-        "transcriptionModel": "gpt-4o-transcribe",
+        "transcriptionModel": "gpt-transcribe",
         "vadThreshold": 0.5,
         "silenceDurationMs": 500,
         "prefixPaddingMs": 300,
@@ -152,7 +156,7 @@ moderationThresholds = { sexual = 0.1, selfharm = 0.2 }
     s = cfg.provider_settings()
     assert s.turn_detection == "push_to_talk" and s.max_session_duration_s == 90.5
     assert s.base_url == "http://127.0.0.1:8765"
-    assert s.model == "gpt-4o-realtime-preview"  # untouched fields keep the spec example
+    assert s.model == "gpt-realtime-2.1"  # untouched fields keep the catalogue default
     assert s.instructions == "Answer in French."
     assert s.extras["transcriptionModel"] == "gpt-4o-transcribe-diarize"
     m = cfg.provider_settings("mistral")
@@ -178,7 +182,7 @@ def test_writes_are_atomic_0600_and_round_trip(tmp_path: Path) -> None:
         path, audio={"output_device": None}, providers={"openai": {"defaultVoice": None}}
     )
     assert reset.audio.output_device is None and reset.audio.duplex is DuplexPolicy.FULL
-    assert reset.provider_settings("openai").voice == "alloy"
+    assert reset.provider_settings("openai").voice == "marin"
     # a bad change is refused and the file keeps its bytes
     before = _sha(path)
     with pytest.raises(ConfigError, match="turnDetection"):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import voicetui
 from voicetui.engine.events import State, StateChanged, UserTranscript, event_to_dict, is_final
 
 
@@ -24,3 +27,33 @@ def test_core_modules_never_import_textual() -> None:
         "voicetui.paths; assert 'textual' not in sys.modules, 'textual imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _python_files(*roots: str) -> list[Path]:
+    base = Path(voicetui.__file__).parent
+    return sorted(p for root in roots for p in (base / root).rglob("*.py"))
+
+
+def test_only_providers_and_specs_name_a_provider() -> None:
+    """A provider is one package: nothing else names one (its spec key or env var)."""
+    base = Path(voicetui.__file__).parent
+    allowed = {base / "providers", base / "specs", base / "testing"}
+    pattern = re.compile(r"\"ai-voice-conv\.(mistral|openai)\"|MISTRAL_API_KEY|OPENAI_API_KEY")
+    offenders = [
+        f"{path.relative_to(base)}: {match.group(0).strip()}"
+        for path in sorted(base.rglob("*.py"))
+        if not any(folder in path.parents for folder in allowed)
+        for match in pattern.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, offenders
+
+
+def test_the_tui_reaches_providers_only_through_the_neutral_seams() -> None:
+    """The app asks the specs registry, engine/factory and the model catalogue (data), never
+    ``providers.base``, the registry or a provider package."""
+    offenders = [
+        str(path)
+        for path in _python_files("tui")
+        if re.search(r"voicetui\.providers(?!\.catalog\b)\b", path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, offenders

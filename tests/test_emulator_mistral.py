@@ -24,7 +24,7 @@ from voicetui.testing.emulators.common import RATE, Script, Turn, speech_like_pc
 from voicetui.testing.emulators.mistral import MistralEmulator
 
 KEY = "sk-test-very-secret-4242"
-STT_MODEL = "voxtral-mini-transcribe-realtime-2602"
+STT_MODEL = "voxtral-mini-transcribe-realtime-3"
 TTS_MODEL = "voxtral-mini-tts-latest"
 PCM16K = models.AudioFormat(encoding="pcm_s16le", sample_rate=16000)
 
@@ -98,6 +98,7 @@ async def test_models_and_voices_paging(emu: MistralEmulator) -> None:
     ids = [m.id for m in listed.data or []]
     assert "mistral-small-latest" in ids and TTS_MODEL in ids and STT_MODEL in ids
 
+    emu.voices = emu.voices[:7]  # the emulator's own presets: three pages of three
     page = await c.audio.voices.search_async(page_size=3)
     seen: list[str] = []
     pages = 0
@@ -230,7 +231,7 @@ async def test_cascade_turn_rest(emu: MistralEmulator) -> None:
     assert 0.05 < float(np.max(np.abs(audio))) <= 1.0
 
     plain = await c.audio.speech.complete_async(
-        input="Hi.", model=TTS_MODEL, voice_id="default", response_format="wav"
+        input="Hi.", model=TTS_MODEL, voice_id="gb_jane_neutral", response_format="wav"
     )
     with wave.open(io.BytesIO(base64.b64decode(plain.audio_data))) as w:
         assert w.getframerate() == RATE and w.getnframes() == len(speech_like_pcm("Hi."))
@@ -744,7 +745,11 @@ async def test_log_orders_overlapping_streams(emu: MistralEmulator) -> None:
 
     async def speak(text: str) -> None:
         st = await c.audio.speech.complete_async(
-            input=text, model=TTS_MODEL, voice_id="default", response_format="pcm", stream=True
+            input=text,
+            model=TTS_MODEL,
+            voice_id="gb_jane_neutral",
+            response_format="pcm",
+            stream=True,
         )
         async with st:
             async for _ in st:

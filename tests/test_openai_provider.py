@@ -42,7 +42,7 @@ from voicetui.engine.talk import Printer
 from voicetui.engine.transcript import TranscriptStore, conversation_lines, read_jsonl
 from voicetui.engine.usage import UsageStore
 from voicetui.providers.base import ProviderSettings
-from voicetui.providers.openai.realtime import OpenAIRealtimeProvider, heard_text
+from voicetui.providers.openai.realtime import OpenAIRealtimeProvider
 from voicetui.testing.emulators import openai as emulator_module
 from voicetui.testing.emulators.common import Turn, speech_like_pcm
 from voicetui.testing.emulators.openai import OpenAIEmulator
@@ -184,7 +184,13 @@ def emulated_usage(emu: OpenAIEmulator) -> tuple[int, int]:
 async def test_push_to_talk_turn(emu: OpenAIEmulator, tmp_path: Path) -> None:
     emu.script.turns = [Turn(user_text="What time is it?", reply="It is noon, more or less.")]
     clip = write_clip(tmp_path / "q.wav", "What time is it")
-    run = Run(emu, tmp_path, settings_for(emu), clip, realtime=False)
+    run = Run(
+        emu,
+        tmp_path,
+        settings_for(emu, transcriptionModel="gpt-4o-transcribe"),
+        clip,
+        realtime=False,
+    )
     ended = await run.run()
 
     assert ended.code == "input_finished", run.of(ErrorEvent)
@@ -414,7 +420,6 @@ async def test_interrupt_key_and_talk_key_cut_the_reply(
     done = served(emu, "response.done")[0]["response"]
     assert done["status"] == "cancelled"
     assert done["status_details"]["reason"] == "client_cancelled"
-    assert heard_text("one two three", 500, 1000) == "one"
 
 
 async def test_talk_key_while_assistant_speaks_interrupts_first(
@@ -489,8 +494,10 @@ async def test_refused_connection_is_a_network_error(tmp_path: Path) -> None:
 async def test_socket_drop_mid_reply_reconnects_with_one_continuous_transcript(
     emu: OpenAIEmulator, tmp_path: Path
 ) -> None:
+    reply = "Sure thing, my good friend, here we go."
     emu.script.turns = [
-        Turn(user_text="Hello there.", reply="Sure thing, my good friend, here we go."),
+        Turn(user_text="Hello there.", reply=reply),
+        Turn(user_text="", reply=reply),  # asked again on the new socket: the same answer
         Turn(user_text="And then?", reply="Then we carry on."),
     ]
     # server events of turn one: created, updated, speech started/stopped, committed,
@@ -498,19 +505,23 @@ async def test_socket_drop_mid_reply_reconnects_with_one_continuous_transcript(
     # output item, item added, part added -> drop after a few reply deltas
     emu.faults.drop_after_events = 20
     emu.faults.drop_close_code = 1011
-    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 2.5, "And then", 0.3)
+    # room for the whole reply, asked again after the drop, before the user speaks again
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 4.5, "And then", 0.3)
     run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
     ended = await run.run()
 
     assert ended.code == "input_finished", run.of(ErrorEvent)
     assert len(run.of(Reconnecting)) == 1 and len(run.of(Reconnected)) == 1
-    assert run.of(Reconnecting)[0].delay_s == pytest.approx(0.05)
+    assert 0.05 <= run.of(Reconnecting)[0].delay_s <= 0.05 * 1.25  # backoff with jitter
     assert len(emu.log.of("ws_open")) == 2
     lines = run.lines()
     assert [role for role, _ in lines] == ["user", "assistant", "user", "assistant"]
     assert lines[0] == ("user", "Hello there.")
-    assert "Sure thing, my good friend, here we go.".startswith(lines[1][1])
+    # the reply the drop cut short was asked for again and arrived whole, once
+    assert lines[1] == ("assistant", reply)
+    assert not any(f.interrupted for f in run.of(AssistantTextFinal))
     assert lines[2:] == [("user", "And then?"), ("assistant", "Then we carry on.")]
+    assert len(sent(emu, "response.create")) == 1  # the re-ask (VAD asked for the others)
     # the new server session was seeded with the conversation so far, then configured
     second = emu.sessions[1].id
     seeded = [
@@ -523,7 +534,7 @@ async def test_socket_drop_mid_reply_reconnects_with_one_continuous_transcript(
         "role": "user",
         "content": [{"type": "input_text", "text": "Hello there."}],
     }
-    assert [s["role"] for s in seeded] == ["user", "assistant"]
+    assert [s["role"] for s in seeded] == ["user"]  # not the half reply: it comes again
     first_sent = next(e for e in emu.log.of("ws_in") if e.conversation_id == second)
     assert first_sent.event_type == "session.update"
     # one continuous transcript file, each line once
@@ -590,7 +601,9 @@ async def test_gives_up_after_the_reconnect_attempts_with_one_line(
     assert ended.code == "error"
     attempts = [e.attempt for e in run.of(Reconnecting)]
     assert attempts == [1, 2, 3, 4, 5]
-    assert [e.delay_s for e in run.of(Reconnecting)] == pytest.approx([0.05, 0.1, 0.2, 0.2, 0.2])
+    delays = [e.delay_s for e in run.of(Reconnecting)]
+    for delay, base in zip(delays, [0.05, 0.1, 0.2, 0.2, 0.2], strict=True):
+        assert base <= delay <= base * 1.25  # capped exponential backoff with jitter
     fatal = [e for e in run.of(ErrorEvent) if e.fatal]
     assert len(fatal) == 1 and "could not reconnect" in fatal[0].message
     assert "\n" not in fatal[0].message
@@ -627,12 +640,13 @@ async def test_error_events_become_non_fatal_errors_and_quiet_ones_are_ignored(
 async def test_session_cap_rolls_over_with_one_continuous_transcript(
     emu: OpenAIEmulator, tmp_path: Path, margin_s: float, reason: str
 ) -> None:
-    emu.session_max_s = 4.0  # the service's cap on the first socket
+    # the service's cap on the first socket; renewal never comes sooner than 5 s (the floor)
+    emu.session_max_s = 7.0
     emu.script.turns = [
         Turn(user_text="Hello there.", reply="Hi, good to hear you."),
         Turn(user_text="And then?", reply="Then we carry on."),
     ]
-    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 3.6, "And then", 0.3)
+    clip = write_clip(tmp_path / "q.wav", 0.3, "Hello there", 6.6, "And then", 0.3)
     run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
     run.provider.rollover_margin_s = margin_s
 

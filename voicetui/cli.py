@@ -29,6 +29,7 @@ DELEGATED: dict[str, str] = {
     "talk": "voicetui.engine.talk",
     "usage": "voicetui.engine.usage",
     "transcripts": "voicetui.engine.transcript",
+    "doctor": "voicetui.doctor",
 }
 
 
@@ -38,6 +39,12 @@ class UsageError(Exception):
 
 def _err(message: str) -> None:
     print(f"voicetui: error: {message}", file=sys.stderr)
+
+
+def _warn_config(warnings: Sequence[str]) -> None:
+    """The config's one-line warnings (a deprecated model still configured)."""
+    for line in warnings:
+        print(f"voicetui: warning: {line}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------- parser
@@ -98,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true")
     health.add_argument(
         "--timeout-ms", type=int, metavar="MS", help="override the spec's healthCheck.timeoutMs"
+    )
+
+    doctor = sub.add_parser("doctor", help="check everything a conversation needs (bounded)")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument(
+        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 8)"
     )
 
     devices = sub.add_parser("devices", help="list audio devices")
@@ -274,6 +287,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(paths.config_file(args.config))
         return EXIT_OK
     cfg = load_config(args.config)
+    _warn_config(cfg.warnings)
     if args.config_command == "check":
         state = "valid" if cfg.from_file else "absent: defaults in use"
         print(f"{cfg.path}: {state}")
@@ -401,6 +415,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
     from voicetui.health import check_all_sync
 
     cfg = load_config(args.config)
+    _warn_config(cfg.warnings)
     if args.timeout_ms is not None and args.timeout_ms <= 0:
         raise UsageError("--timeout-ms must be a positive number of milliseconds")
     results = check_all_sync(

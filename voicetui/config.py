@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +55,7 @@ import tomli_w
 from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.providers.base import ProviderOption, ProviderSettings, TurnDetection
+from voicetui.providers.catalog import catalog_for
 from voicetui.providers.registry import default_provider_key, load_provider
 from voicetui.specs.model import IntegrationSpec
 from voicetui.specs.registry import SpecRegistry, UnknownProvider, registry
@@ -107,6 +111,10 @@ _TOP_SCHEMA: dict[str, Any] = {
 }
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few hundred bytes
+MAX_DEPTH = 16  # tables/arrays within each other; ours use 3
+
+
 class ConfigError(Exception):
     """An unusable config. ``str(err)`` is one line: file, field or line, what is allowed."""
 
@@ -148,6 +156,7 @@ class AppConfig:
     audio: AudioSettings = field(default_factory=AudioSettings)
     theme: str = DEFAULT_THEME
     from_file: bool = False  # False when the file did not exist (all defaults)
+    warnings: tuple[str, ...] = ()  # one line each: deprecated models still configured
 
     def provider_options(self, key: str | None = None) -> Mapping[str, Any]:
         """Every option of a provider (key or alias; default: the selected one)."""
@@ -201,6 +210,27 @@ def provider_defaults(spec: IntegrationSpec) -> dict[str, Any]:
     out["instructions"] = DEFAULT_INSTRUCTIONS
     for name, option in _options(spec).items():
         out[name] = copy.deepcopy(option.default)
+    catalog = catalog_for(spec.key)  # current models and a real voice, not the spec's example
+    if catalog is not None:
+        out.update(catalog.defaults)
+    return out
+
+
+def usable_models(spec_key: str, option: str = "model") -> list[tuple[str, str]]:
+    """``(model id, label)`` for each model the provider's catalogue offers today for
+    ``option`` (active first; a deprecated one's label carries its shutdown date; retired
+    ones never). The TUI's pickers read this, not the providers."""
+    catalog = catalog_for(spec_key)
+    role = catalog.model_options.get(option) if catalog else None
+    if catalog is None or role is None:
+        return []
+    out = []
+    for model in catalog.usable(role):
+        gone = model.shutdown.isoformat() if model.shutdown else "soon"
+        deprecated = model.status_on() == "deprecated"
+        out.append(
+            (model.id, model.id + (f" (deprecated: shuts down {gone})" if deprecated else ""))
+        )
     return out
 
 
@@ -233,31 +263,111 @@ def load_config(path: Path | str | None = None) -> AppConfig:
     A missing file gives the defaults. Raises :class:`ConfigError`; never writes.
     """
     target = paths.config_file(path)
-    if not target.exists():
-        if target.is_symlink():
-            raise ConfigError(f"{target}: is a broken symlink", path=target)
+    data = _read_bounded(target)
+    if data is None:
         return _build(target, {}, from_file=False, text="")
-    if target.is_dir():
-        raise ConfigError(f"{target}: is a directory, not a TOML file", path=target)
     try:
-        data = target.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{target}: cannot read: {err.strerror}", path=target) from None
-    try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")  # a BOM some editors add
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{target}: not UTF-8 text (byte {err.start}); TOML files must be UTF-8", path=target
         ) from None
+    _refuse_long_keys(target, text)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{target}: TOML syntax error: {err}", path=target) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{target}: nested too deeply (at most {MAX_DEPTH} levels)", path=target
+        ) from None
     return _build(target, doc, from_file=True, text=text)
+
+
+# tomllib's cost grows with the square of a dotted key's parts (50,000 parts: minutes):
+# refuse such keys before parsing. Far above MAX_DEPTH, so no real file comes near.
+MAX_KEY_DOTS = 256
+_NOT_KEY_CHARS = re.compile(r"[^\w\"'.-]+")  # splits a line into runs that may be dotted keys
+
+
+def _refuse_long_keys(target: Path, text: str) -> None:
+    """Linear scan: a key line's head (``a . b = ``, ``[a.b]``) or any run like ``a.b.c``."""
+    for number, line in enumerate(text.splitlines(), 1):
+        head = line.lstrip()
+        end = head.find("]") if head.startswith("[") else head.find("=")
+        key = head[:end] if end > 0 else ""
+        runs = _NOT_KEY_CHARS.split(line) if line.count(".") >= MAX_KEY_DOTS else []
+        if any(_parts_in(r) > MAX_KEY_DOTS for r in [key, *runs]):
+            raise ConfigError(
+                f"{target}: line {number}: a dotted key nested more than {MAX_DEPTH} levels deep",
+                path=target,
+            )
+
+
+def _parts_in(run: str) -> int:
+    """How many non-empty dotted parts ``run`` has ("a.b" 2, "..." 0)."""
+    return sum(1 for part in run.split(".") if part.strip()) if "." in run else 0
+
+
+def _read_bounded(target: Path) -> bytes | None:
+    """The config's bytes (None when absent), refusing what is not a small regular file.
+
+    Opened non-blocking so a FIFO cannot hang us; size checked before and while reading."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        if target.is_symlink():
+            raise ConfigError(f"{target}: is a broken symlink", path=target) from None
+        return None
+    except OSError as err:
+        raise ConfigError(f"{target}: cannot read: {fileio.reason(err)}", path=target) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = fileio.kind_of(st.st_mode)
+            raise ConfigError(f"{target}: is {kind}, not a TOML file", path=target)
+        too_big = ConfigError(
+            f"{target}: too large (a config file is at most {MAX_CONFIG_BYTES // 1024} KiB)",
+            path=target,
+        )
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:  # it grew while we read
+                raise too_big
+        return b"".join(chunks)
+    except OSError as err:
+        raise ConfigError(f"{target}: cannot read: {fileio.reason(err)}", path=target) from None
+    finally:
+        os.close(fd)
+
+
+def _check_shape(path: Path, text: str, doc: Mapping[str, Any]) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` and NaN/infinite numbers (iteratively:
+    a hostile file must not blow the stack)."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(doc, ())]
+    while stack:
+        value, where = stack.pop()
+        if len(where) > MAX_DEPTH:
+            head = _dotted(where[:3])
+            raise ConfigError(
+                f"{path}: {head}...: nested more than {MAX_DEPTH} levels deep", path=path
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _error(path, text, where, f"must be a finite number, got {value}")
+        if isinstance(value, Mapping):
+            stack.extend((v, (*where, str(k))) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*where, str(i))) for i, v in enumerate(value))
 
 
 def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) -> AppConfig:
     reg = registry()
+    _check_shape(path, text, doc)
     _validate(path, text, doc, _TOP_SCHEMA, ())
     provider = default_provider_key()
     if "provider" in doc:
@@ -285,6 +395,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     )
 
     providers: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
     tables = doc.get("providers", {})
     for name, table in tables.items():
         if name not in reg:
@@ -310,6 +421,11 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
             if problem:
                 raise _error(path, text, (*where, "baseUrl"), problem)
         providers[spec.key] = merged
+        catalog = catalog_for(spec.key)
+        for life in catalog.lifecycle_problems(merged) if catalog else ():
+            if life.status == "retired":
+                raise _error(path, text, (*where, life.option), life.message)
+            warnings.append(f"{path}: {_dotted((*where, life.option))}: {life.message}")
     theme = doc.get("theme", DEFAULT_THEME)
     return AppConfig(
         path=path,
@@ -318,6 +434,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
         audio=audio,
         theme=theme,
         from_file=from_file,
+        warnings=tuple(warnings),
     )
 
 

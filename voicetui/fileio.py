@@ -52,7 +52,8 @@ def reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for a one-line refusal ("a FIFO", "a directory", ...)."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISCHR(mode):
@@ -79,7 +80,7 @@ def write_target(path: str | os.PathLike[str]) -> Path:
         raise UnsafePath(exc.errno, f"cannot write {given}: {reason(exc)}") from None
     if not stat.S_ISREG(st.st_mode):
         raise UnsafePath(
-            errno.EINVAL, f"refusing to write {given}: it is {_kind(st.st_mode)}, not a file"
+            errno.EINVAL, f"refusing to write {given}: it is {kind_of(st.st_mode)}, not a file"
         )
     return target
 
@@ -162,6 +163,12 @@ class AtomicFile:
             self.commit()
         else:
             self.abort()
+
+
+def replace_with(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a complete ``tmp`` over ``target`` (same directory) and make it durable."""
+    os.replace(tmp, target)
+    _fsync_dir(Path(target).parent)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> Path:

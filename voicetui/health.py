@@ -9,19 +9,23 @@ timeout by more than the cancellation itself.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from voicetui import logs
 from voicetui.config import AppConfig
-from voicetui.keys import KeyCommandFailed, KeyringUnavailable, KeyStore
+from voicetui.keys import KeyCommandFailed, KeyringUnavailable, KeyStore, key_problem
 from voicetui.providers.base import ProbeFailure, ProviderError, get_provider
+from voicetui.providers.catalog import Listing, catalog_for
 from voicetui.providers.probe import one_line
 from voicetui.specs.registry import registry
 
-Status = Literal["ok", "unauthorized", "rate_limited", "unreachable", "timeout", "no_key", "error"]
+Status = Literal[
+    "ok", "unauthorized", "rate_limited", "unreachable", "timeout", "no_key", "unavailable", "error"
+]
 STATUSES: tuple[Status, ...] = (
     "ok",
     "unauthorized",
@@ -29,6 +33,7 @@ STATUSES: tuple[Status, ...] = (
     "unreachable",
     "timeout",
     "no_key",
+    "unavailable",  # the key works, but a configured model or voice is not available to it
     "error",
 )
 
@@ -39,6 +44,8 @@ class HealthResult:
     status: Status
     latency_ms: int | None  # None when no call was made (no key)
     detail: str  # one line, never containing the key
+    # "unavailable": one message per missing model/voice ("voice ..." for the voice)
+    missing: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -87,7 +94,11 @@ async def check(
                 f"no API key: run `voicetui keys set {alias}` or set {reg.api_key_env(spec.key)}",
             )
     logs.register_secret(api_key)
-    base_url = str(config.provider_options(spec.key)["baseUrl"]).rstrip("/")
+    problem = key_problem(api_key)
+    if problem is not None:  # it could not even go into an HTTP header
+        return HealthResult(spec.key, "no_key", None, f"{problem}; run `voicetui keys set {alias}`")
+    options = config.provider_options(spec.key)
+    base_url = str(options["baseUrl"]).rstrip("/")
     try:
         provider = get_provider(spec.key)
     except ProviderError as err:
@@ -96,9 +107,18 @@ async def check(
     await asyncio.to_thread(provider.preload)
     started = time.perf_counter()
     status: Status = "ok"
+    missing: tuple[str, ...] = ()
+    # a provider with an ``inventory`` (the built-in ones) says what the account offers, so
+    # the configured model(s) and voice are checked in the same call
+    inventory: Inventory | None = getattr(provider, "inventory", None)
     try:
         async with asyncio.timeout(timeout / 1000):
-            detail = await provider.probe(base_url, api_key, timeout)
+            if inventory is None:
+                detail = await provider.probe(base_url, api_key, timeout)
+            else:
+                voice = _voice_to_look_up(spec.key, options)
+                listing = await inventory(base_url, api_key, timeout, voice)
+                status, detail, missing = availability(spec.key, options, listing)
     except TimeoutError:
         status, detail = "timeout", f"no answer from {base_url} within {timeout} ms"
     except ProbeFailure as failure:
@@ -115,7 +135,56 @@ async def check(
             return HealthResult(spec.key, "no_key", None, str(err))
         if fresh and fresh != api_key:
             return await check(spec_key, config, store, api_key=fresh, timeout_ms=timeout_ms)
-    return HealthResult(spec.key, status, latency, detail)
+    return HealthResult(spec.key, status, latency, detail, missing)
+
+
+Inventory = Callable[[str, str, int, str], Awaitable[Listing]]
+
+
+def _voice_to_look_up(spec_key: str, options: Mapping[str, Any]) -> str:
+    """The configured voice when the catalogue does not document it (else "")."""
+    voice = str(options.get("defaultVoice") or "")
+    catalog = catalog_for(spec_key)
+    return "" if catalog is None or catalog.voice(voice) is not None else voice
+
+
+def availability(
+    spec_key: str, options: Mapping[str, Any], listing: Listing
+) -> tuple[Status, str, tuple[str, ...]]:
+    """Whether the configured model(s) and voice are available to the key: status, one
+    line naming what is missing and what to use instead, and each problem on its own."""
+    catalog = catalog_for(spec_key)
+    problems: list[str] = []
+    notes: list[str] = []
+    today = dt.date.today().isoformat()
+    for option in catalog.model_options if catalog else ("model",):
+        model = options.get(option)
+        if not isinstance(model, str):
+            continue
+        info = catalog.find(model) if catalog else None
+        gone = listing.shutdown.get(model, "9999") <= today
+        if model not in listing.ids or gone:
+            repl = catalog.replacement_for(model) if catalog and info else None
+            if repl is None and catalog is not None:
+                repl = catalog.defaults.get(option)
+            use = f"; use {repl!r}" if repl and repl != model else ""
+            problems.append(f"{option} {model!r} is not available to this key{use}")
+        elif model in listing.shutdown:
+            notes.append(f"{model} shuts down {listing.shutdown[model]}")
+        elif info is not None and info.status_on() == "deprecated" and info.shutdown:
+            notes.append(f"{model} shuts down {info.shutdown.isoformat()}")
+    voice = str(options.get("defaultVoice") or "")
+    known = catalog is not None and catalog.voice(voice) is not None
+    custom = catalog is not None and catalog.voices_are_open and voice.startswith("voice_")
+    if listing.voice_found is False or (listing.voice_found is None and not (known or custom)):
+        default = catalog.defaults.get("defaultVoice") if catalog else None
+        use = f"; use {default!r}" if default else ""
+        problems.append(f"voice {voice!r} is not available{use}")
+    if problems:
+        return "unavailable", "; ".join(problems), tuple(problems)
+    note = f" ({'; '.join(notes)})" if notes else ""
+    ok = f"{listing.count} models listed; configured models and voice available{note}"
+    return "ok", ok, ()
 
 
 async def check_all(

@@ -70,6 +70,20 @@ class ResolvedKey:
         return "managed" if self.source == "command" else "byok"
 
 
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key (it travels in an HTTP header: printable ASCII, no
+    spaces), or None. Never quotes the key."""
+    if any(ch.isspace() or (ch.isascii() and not ch.isprintable()) for ch in key):
+        return "the API key contains spaces or control characters (paste only the key, on one line)"
+    for position, ch in enumerate(key, 1):
+        if not ch.isascii():
+            return (
+                f"the API key has a non-ASCII character at position {position}; API keys are "
+                "printable ASCII (copy the key again from the provider's console)"
+            )
+    return None
+
+
 def mask(value: str | None) -> str:
     """``****abcd``: at most the last 4 characters, fewer for short values (a quarter of
     the length), and a fixed-width prefix so the length does not show."""
@@ -177,13 +191,11 @@ class KeyStore:
         logs.register_secret(key)
         if not key:
             raise InvalidKey(f"{spec.key}: the API key is empty")
-        if any(ch.isspace() or not ch.isprintable() for ch in key):
-            raise InvalidKey(
-                f"{spec.key}: the API key contains spaces or control characters "
-                "(paste only the key, on one line)"
-            )
-        if len(key) > MAX_KEY_LENGTH:
+        if len(key) > MAX_KEY_LENGTH:  # first: the checks below are linear in the length
             raise InvalidKey(f"{spec.key}: the API key is longer than {MAX_KEY_LENGTH} characters")
+        problem = key_problem(key)
+        if problem is not None:
+            raise InvalidKey(f"{spec.key}: {problem}")
         validator = jsonschema.Draft202012Validator(dict(spec.secret_schema.schema))
         error = jsonschema.exceptions.best_match(validator.iter_errors({"apiKey": key}))
         if error is not None:  # the message would quote the key: name the rule only
@@ -195,12 +207,17 @@ class KeyStore:
 
     def set(self, provider: str, value: str) -> None:
         """Store ``value`` for ``provider`` after validation, and read it back to make sure
-        the backend really kept it."""
+        the backend really kept it.
+
+        Every item already stored for (service, user) is removed first, whichever client
+        made it (``secret-tool store`` adds items Python's keyring would not replace, and
+        the older one would shadow the new key on every read)."""
         spec_key = registry().resolve(provider)
         key = self.validate(spec_key, value)
         env_var = self.env_var(spec_key)
         backend = _secure_backend(env_var)
         try:
+            _delete_all(backend, self.service, spec_key)
             backend.set_password(self.service, spec_key, key)
             stored = backend.get_password(self.service, spec_key)
         except Exception as err:
@@ -227,6 +244,22 @@ class KeyStore:
         except Exception as err:
             raise _unavailable(err, env_var) from None
         return True
+
+
+MAX_SHADOWS = 64  # items for one (service, user) we are willing to clear out
+
+
+def _delete_all(backend: Any, service: str, username: str) -> None:
+    """Delete every item for (service, username): the backends delete one per call."""
+    import keyring.errors
+
+    for _ in range(MAX_SHADOWS):
+        if backend.get_password(service, username) is None:
+            return
+        try:
+            backend.delete_password(service, username)
+        except keyring.errors.PasswordDeleteError:
+            return
 
 
 def read_key(prompt: str, stdin: IO[str] | None = None) -> str:

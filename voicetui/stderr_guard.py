@@ -34,8 +34,8 @@ def stderr_to_log(log_path: Path | None = None) -> Iterator[TextIO]:
     if os.environ.get("VOICETUI_NO_STDERR_GUARD") == "1" or original is None:
         yield original if original is not None else sys.stderr
         return
-    path = log_path if log_path is not None else paths.log_file()
     try:
+        path = log_path if log_path is not None else paths.log_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:  # unwritable log dir: leave fd 2 alone rather than fail to start

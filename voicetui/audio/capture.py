@@ -70,7 +70,7 @@ class DeviceInput(DeviceStream):
         self._queue = asyncio.Queue(self._queue.maxsize)  # a restart must not see the old end
         # at the engine rate the device hands over int16 directly: no conversion at all
         dtype = "int16" if self._resampler.passthrough else "float32"
-        self._open(sd.InputStream, dev, dtype, self._callback)
+        await self._open_async(sd.InputStream, dev, dtype, self._callback)
 
     async def stop(self) -> None:
         """Stop the stream and end :meth:`frames` (idempotent)."""

@@ -36,6 +36,7 @@ _MAX_ITEMS = 64  # played counters kept per item (older items are forgotten)
 # event kinds handed to the owner after a pull
 FIRST_AUDIO = "first_audio"
 DRAINED = "drained"
+ITEM_END = "item_end"  # the consumer moved on from an item to the next one
 
 
 @dataclass(slots=True)
@@ -201,6 +202,8 @@ class JitterBuffer:
                     chunk = chunks[0]
                     item = chunk.item_id
                     if item != self._current or item not in self._played:
+                        if self._current is not None and item != self._current:
+                            self._events.append((ITEM_END, self._current, now))
                         self._current = item
                         if item not in self._played:
                             self._played[item] = 0

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, JitterBuffer
+from voicetui.audio.jitter import DRAINED, FIRST_AUDIO, ITEM_END, JitterBuffer
 from voicetui.audio.level import SILENCE_DBFS
 from voicetui.audio.ports import ENGINE_RATE, Float32Array, Int16Array
 from voicetui.audio.reference import SpeakerReference
@@ -58,6 +58,7 @@ class DeviceOutput(DeviceStream):
         self._resampler = StreamResampler(ENGINE_RATE, ENGINE_RATE)
         self._resampled_item: str | None = None
         self._on_first_audio: Callable[[str, float], None] | None = None
+        self._on_played: Callable[[str, float], None] | None = None
         self._out_latency = 0.0
         self._tail_until = 0.0
         self._idle = asyncio.Event()
@@ -132,6 +133,10 @@ class DeviceOutput(DeviceStream):
         """``callback(item_id, t)`` on the loop when an item's first sample is played."""
         self._on_first_audio = callback
 
+    def set_on_played(self, callback: Callable[[str, float], None] | None) -> None:
+        """``callback(item_id, t)`` on the loop when an item's queued audio has all played."""
+        self._on_played = callback
+
     @property
     def level_dbfs(self) -> float:
         """RMS of the latest output block."""
@@ -185,11 +190,9 @@ class DeviceOutput(DeviceStream):
     def _dispatch(self, events: list[tuple[str, str, float]]) -> None:
         for kind, item, t in events:
             if kind == FIRST_AUDIO:
-                if self._on_first_audio is not None:
-                    try:
-                        self._on_first_audio(item, t)
-                    except Exception:  # a listener bug must not kill playback
-                        log.exception("on_first_audio callback failed")
+                self._notify(self._on_first_audio, item, t)
+            elif kind == ITEM_END:
+                self._notify(self._on_played, item, t)
             elif kind == DRAINED:
                 if not self._resampler.passthrough and self._resampled_item is not None:
                     tail = self._resampler.drain()
@@ -199,6 +202,16 @@ class DeviceOutput(DeviceStream):
                 self._tail_until = t + self._out_latency
                 if not self._jb.is_active():
                     self._idle.set()
+                self._notify(self._on_played, item, t)
+
+    @staticmethod
+    def _notify(callback: Callable[[str, float], None] | None, item: str, t: float) -> None:
+        if callback is None:
+            return
+        try:
+            callback(item, t)
+        except Exception:  # a listener bug must not kill playback
+            log.exception("playback listener failed")
 
     def _on_failed(self) -> None:
         self._jb.flush(0)

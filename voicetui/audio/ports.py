@@ -112,6 +112,12 @@ class AudioOutput(Protocol):
         sample enters the device callback (latency metrics)."""
         ...
 
+    def set_on_played(self, callback: Callable[[str, float], None] | None) -> None:
+        """Call ``callback(item_id, monotonic_time)`` on the event loop when everything
+        queued of an item so far has been handed to the device (the buffer ran dry, or the
+        next item started): how the reply ledger learns a reply played out, with no poll."""
+        ...
+
     @property
     def level_dbfs(self) -> float:
         """RMS level of what is playing now (meter, echo gate)."""

@@ -74,7 +74,24 @@ class DeviceStream:
 
     def _open(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
         """Open and start ``factory`` (``sd.InputStream`` or ``sd.OutputStream``) on ``dev``
-        at the negotiated rate, start the watchdog, and return the running stream."""
+        at the negotiated rate, start the watchdog, and return the running stream.
+
+        Blocks (PortAudio may take hundreds of ms): from the event loop use
+        :meth:`_open_async`."""
+        stream = self._start_stream(factory, dev, dtype, callback)
+        self._stream = stream
+        self._watchdog = asyncio.create_task(self._watch(), name=f"voicetui-{self.KIND}-watchdog")
+        return stream
+
+    async def _open_async(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
+        """:meth:`_open` with PortAudio's open/start in a worker thread (the loop keeps
+        running while the sound server answers)."""
+        stream = await asyncio.to_thread(self._start_stream, factory, dev, dtype, callback)
+        self._stream = stream
+        self._watchdog = asyncio.create_task(self._watch(), name=f"voicetui-{self.KIND}-watchdog")
+        return stream
+
+    def _start_stream(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
         sd = load_sounddevice()
         try:
             stream = factory(
@@ -96,8 +113,6 @@ class DeviceStream:
                 f"cannot open {self.KIND} device '{dev.name}' at {self.rate} Hz: {exc}",
                 AudioErrorCode.STREAM_ERROR,
             ) from exc
-        self._stream = stream
-        self._watchdog = asyncio.create_task(self._watch(), name=f"voicetui-{self.KIND}-watchdog")
         return stream
 
     async def _close(self) -> None:
@@ -105,16 +120,13 @@ class DeviceStream:
         self._stopping = True
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            # wait for it without swallowing a cancellation of the caller itself
+            await asyncio.wait({self._watchdog})
             self._watchdog = None
         stream, self._stream = self._stream, None
         if stream is not None:
-            with contextlib.suppress(Exception):
-                # abort: stop() would wait for PortAudio's queued buffers to drain
-                stream.abort()
-            with contextlib.suppress(Exception):
-                stream.close()
+            # PortAudio's abort/close can block on the sound server: not on the loop
+            await asyncio.to_thread(_abort_and_close, stream)
 
     def _on_failed(self) -> None:
         """Release what the subclass holds once the device is gone (runs before the user is
@@ -154,3 +166,11 @@ class DeviceStream:
         log.warning("%s", err.message)
         if self._on_error is not None:
             self._on_error(err)
+
+
+def _abort_and_close(stream: Any) -> None:
+    with contextlib.suppress(Exception):
+        # abort: stop() would wait for PortAudio's queued buffers to drain
+        stream.abort()
+    with contextlib.suppress(Exception):
+        stream.close()

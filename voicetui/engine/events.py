@@ -138,6 +138,7 @@ class AssistantTextFinal(Event):
     turn_id: str
     text: str  # what the user heard when interrupted (truncated), else the whole reply
     interrupted: bool = False
+    reason: str = ""  # why a reply was lost (a fault), "" for a complete or user-cut reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -70,6 +70,8 @@ from voicetui.engine.events import (
     UserSpeechStopped,
     UserTranscript,
 )
+from voicetui.engine.replies import ReplyLedger
+from voicetui.engine.tasks import cancel_and_wait
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
 from voicetui.providers.base import (
@@ -166,6 +168,7 @@ class ConversationEngine:
         self._dispatching = False
         self._state = State.IDLE
         self._session: ProviderSession | None = None
+        self._replies = ReplyLedger(self._emit, audio_out)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._ran = False
@@ -191,6 +194,7 @@ class ConversationEngine:
         self._input_ended_at: float | None = None
         self._quiet_since: float | None = None
         self._end_requested = asyncio.Event()
+        self._wake = asyncio.Event()  # something happened: the tick looks again
         self._end_reason = "ended by user"
         self._end_code: EndCode = "user"
         self._ended: SessionEnded | None = None
@@ -252,11 +256,13 @@ class ConversationEngine:
     # --- commands ----------------------------------------------------------------------
 
     async def toggle_talk(self) -> None:
-        """Push-to-talk key: start the turn if idle, end it if talking."""
-        if self._talking:
-            await self.stop_talking()
-        else:
-            await self.start_talking()
+        """Push-to-talk key: start the turn if idle, end it if talking. The decision is taken
+        under the turn lock, so presses queue behind a slow start and none is lost."""
+        async with self._turn_lock:
+            if self._talking:
+                await self._stop_talking_locked()
+            else:
+                await self._start_talking_locked()
 
     async def start_talking(self) -> None:
         """Push-to-talk pressed: interrupt the assistant if audible, send the pre-roll, and
@@ -264,67 +270,82 @@ class ConversationEngine:
         session = self._session
         if session is None or self._settings.turn_detection != "push_to_talk":
             return
+        async with self._turn_lock:
+            await self._start_talking_locked()
+
+    async def _start_talking_locked(self) -> None:
+        session = self._session
+        if session is None or self._settings.turn_detection != "push_to_talk":
+            return
         if self._closing_input or self._ended is not None:
             return
-        async with self._turn_lock:
-            if self._talking:
-                return
-            self._new_turn_clock(f"ptt-{self._turn_seq + 1}")
-            try:
-                await session.start_user_turn()
-                self._turn_sent_ms = 0.0
-                for frame in self._take_preroll():
-                    await session.send_audio(frame)
-                    self._turn_sent_ms += frame.duration_ms
-            except ProviderError as exc:
-                self._provider_failed(exc, fatal=False)
-                return
-            self._talking = True
-            self._user_speaking = True
-            self._set_state(State.USER_SPEAKING, "talk key down")
+        if self._talking:
+            return
+        if self._replies.busy():
+            await self._replies.cut("barge_in")  # the talk key cuts the assistant first
+        self._new_turn_clock(f"ptt-{self._turn_seq + 1}")
+        try:
+            await session.start_user_turn()
+            self._turn_sent_ms = 0.0
+            for frame in self._take_preroll():
+                await session.send_audio(frame)
+                self._turn_sent_ms += frame.duration_ms
+        except ProviderError as exc:
+            self._provider_failed(exc, fatal=False)
+            return
+        self._talking = True
+        self._user_speaking = True
+        self._set_state(State.USER_SPEAKING, "talk key down")
 
     async def stop_talking(self) -> None:
         """Push-to-talk released: commit the turn (at least 100 ms) and ask for a reply."""
+        async with self._turn_lock:
+            await self._stop_talking_locked()
+
+    async def _stop_talking_locked(self) -> None:
         session = self._session
         if session is None:
             return
-        async with self._turn_lock:
-            if not self._talking:
-                return
-            self._talking = False
-            self._user_speaking = False
-            try:
-                short = MIN_COMMIT_MS - self._turn_sent_ms
-                if short > 0:
-                    # never commit under 100 ms: pad a tap with silence
-                    pad = np.zeros(int(ENGINE_RATE * short / 1000.0) + 1, dtype=np.int16)
-                    await session.send_audio(
-                        CaptureFrame(
-                            pcm=pad,
-                            captured_at=time.monotonic(),
-                            rms_dbfs=-120.0,
-                            peak_dbfs=-120.0,
-                            speech=False,
-                        )
+        if not self._talking:
+            return
+        self._talking = False
+        self._user_speaking = False
+        try:
+            short = MIN_COMMIT_MS - self._turn_sent_ms
+            if short > 0:
+                # never commit under 100 ms: pad a tap with silence
+                pad = np.zeros(int(ENGINE_RATE * short / 1000.0) + 1, dtype=np.int16)
+                await session.send_audio(
+                    CaptureFrame(
+                        pcm=pad,
+                        captured_at=time.monotonic(),
+                        rms_dbfs=-120.0,
+                        peak_dbfs=-120.0,
+                        speech=False,
                     )
-                    self._turn_sent_ms += len(pad) * 1000.0 / ENGINE_RATE
-                if self._clock is not None and self._clock.speech_end is None:
-                    self._clock.speech_end = time.monotonic()
-                self._awaiting_reply = True
-                self._set_state(State.THINKING, "talk key up")
-                await session.end_user_turn()
-            except ProviderError as exc:
-                self._awaiting_reply = False
-                self._provider_failed(exc, fatal=False)
+                )
+                self._turn_sent_ms += len(pad) * 1000.0 / ENGINE_RATE
+            if self._clock is not None and self._clock.speech_end is None:
+                self._clock.speech_end = time.monotonic()
+            self._awaiting_reply = True
+            self._set_state(State.THINKING, "talk key up")
+            await session.end_user_turn()
+        except ProviderError as exc:
+            self._awaiting_reply = False
+            self._provider_failed(exc, fatal=False)
 
     async def interrupt(self) -> None:
         """Interrupt key: cancel the reply, flush playback, tell the service what was heard."""
         if self._session is None:
             return
-        try:
-            await self._session.interrupt()
-        except ProviderError as exc:
-            self._provider_failed(exc, fatal=False)
+        async with self._turn_lock:
+            try:
+                if await self._replies.cut("user_key") is None and not hasattr(
+                    self._session, "cancel"
+                ):
+                    await self._session.interrupt()
+            except ProviderError as exc:
+                self._provider_failed(exc, fatal=False)
 
     def set_muted(self, muted: bool) -> None:
         """Muted: no mic audio is sent at all (the provider hears nothing)."""
@@ -387,12 +408,17 @@ class ConversationEngine:
             playback=self._audio_out,
             gate=self._gate,
             state_dir=self._state_dir or Path("."),
+            replies=self._replies,
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
             session_id=self.session_id,
         )
+        self._audio_out.set_on_played(self._on_played)
         try:
             session = self._provider.create_session(ctx)
             self._session = session
+            # a provider that reports its replies through the ledger implements cancel();
+            # one that does not keeps its own interrupt() (the ledger then has nothing to cut)
+            self._replies.set_canceller(getattr(session, "cancel", None))
             if not await self._connect_unless_ended(session):
                 return await self._finish()
         except ProviderError as exc:
@@ -453,22 +479,24 @@ class ConversationEngine:
             await asyncio.wait({connect, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
-        if connect.done():
+            if not connect.done():  # quitting while connecting, or run() was cancelled
+                await cancel_and_wait(connect)
+        if not connect.cancelled():
             connect.result()  # raises ProviderError
             return True
-        connect.cancel()
-        with contextlib.suppress(BaseException):
-            await connect
         return False
 
     # --- internals: audio ----------------------------------------------------------------
 
     async def _pump_mic(self) -> None:
         ptt = self._settings.turn_detection == "push_to_talk"
+        # a WAV read as fast as possible must not starve the receive loop; a paced input
+        # (a device, a real-time WAV) waits for each block anyway
+        unpaced = getattr(self._audio_in, "realtime", True) is False
         try:
             async for frame in self._audio_in.frames():
-                # a WAV read as fast as possible must not starve the receive loop
-                await asyncio.sleep(0)
+                if unpaced:
+                    await asyncio.sleep(0)
                 self._gate.observe_mic(frame)
                 session = self._session
                 if session is None or self._muted or self._closing_input:
@@ -492,6 +520,7 @@ class ConversationEngine:
             self.report_error(f"the microphone failed: {exc}", code="device", fatal=True)
             return
         self._input_ended_at = time.monotonic()
+        self._wake.set()
         log.info("audio input ended")
         if self._talking:  # the input is over, so is the turn
             await self.stop_talking()
@@ -537,10 +566,60 @@ class ConversationEngine:
 
     # --- internals: the periodic tick ------------------------------------------------------
 
+    def _busy(self) -> bool:
+        return (
+            self._talking
+            or self._user_speaking
+            or self._awaiting_reply
+            or self._reply_active
+            or self._audio_out.is_active()
+        )
+
+    def _quiet(self) -> bool:
+        """Nothing is happening that the tick must follow: it can sleep until woken."""
+        if self._busy() or self._closing_since is not None:
+            return False
+        if self._state in (State.THINKING, State.ASSISTANT_SPEAKING, State.INTERRUPTED):
+            return False  # the resting state is still to be derived
+        return not (
+            self._end_when_input_ends
+            and self._input_ended_at is not None
+            and self._quiet_since is None
+        )
+
+    def _next_deadline_s(self) -> float | None:
+        """Seconds until the next timed decision (warning, cap, settle, reply timeout)."""
+        now = time.monotonic()
+        due: list[float] = []
+        max_s = self._settings.max_session_duration_s
+        if self._started_at is not None and max_s > 0:
+            if not self._warned:
+                due.append(self._started_at + WARN_FRACTION * max_s)
+            if not self._closing_input:
+                due.append(self._started_at + max_s)
+        if self._quiet_since is not None:
+            due.append(self._quiet_since + self._settle_s)
+        if self._end_when_input_ends and self._input_ended_at is not None:
+            due.append(self._input_ended_at + self._reply_timeout_s)
+        return max(min(due) - now, 0.0) if due else None
+
+    def _on_played(self, item_id: str, at: float) -> None:
+        """Playback: an item's queued audio has all been played (ledger, then the tick)."""
+        self._replies.played(item_id, at)
+        self._wake.set()
+
     async def _tick(self) -> None:
+        """Session clock and derived state. Runs at 50 Hz only while something happens
+        (a turn, a reply, playback); otherwise it sleeps until an event or a deadline."""
         max_s = self._settings.max_session_duration_s
         while True:
-            await asyncio.sleep(TICK_S)
+            if self._quiet():
+                self._wake.clear()
+                timeout = self._next_deadline_s()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            else:
+                await asyncio.sleep(TICK_S)
             now = time.monotonic()
             playing = self._audio_out.is_active()
             busy = (
@@ -617,6 +696,7 @@ class ConversationEngine:
 
     def _emit(self, event: Event) -> None:
         """Record, derive, and hand ``event`` to the listeners (re-entrant, ordered)."""
+        self._wake.set()
         self._pending.append(event)
         if self._dispatching:
             return
@@ -764,6 +844,7 @@ class ConversationEngine:
                 await asyncio.wait_for(self._session.close(), CLOSE_TIMEOUT_S)
             except Exception:
                 log.warning("provider close failed", exc_info=True)
+        self._replies.close()  # lines still open become final with what was heard
         for stop in (self._audio_in.stop, self._audio_out.stop):
             try:
                 await asyncio.wait_for(stop(), CLOSE_TIMEOUT_S)
@@ -771,10 +852,13 @@ class ConversationEngine:
                 log.warning("audio stop failed", exc_info=True)
         with contextlib.suppress(Exception):
             self._audio_out.set_on_first_audio(None)
+            self._audio_out.set_on_played(None)
         ended = SessionEnded(reason=self._end_reason, code=self._end_code)
         self._emit(ended)
         self._set_state(State.ENDED, self._end_reason)
         self._ended = ended
         if self._store is not None:
             self._store.close()
+            # run() returns once the transcript is on disk (the writer thread drains it)
+            await asyncio.to_thread(self._store.wait, CLOSE_TIMEOUT_S)
         return ended

@@ -8,7 +8,8 @@ The real conversation loop, headless, with a WAV file as the microphone:
 
 Prints the transcript as it goes (``[0.1s -> 1.5s] speaker_1: text`` when speaker and times
 are known, else ``user: text``; ``assistant: text``), writes every transcript event to
-OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line saying why.
+OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line saying why —
+also when any turn got no complete reply (a reply lost to a fault, or none at all).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from voicetui import fileio
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.engine.events import (
     AssistantAudio,
+    AssistantDone,
     AssistantTextFinal,
     ErrorEvent,
     Event,
@@ -71,6 +73,7 @@ class Printer:
         self.out = out
         self.err = err
         self.fatal: str | None = None
+        self.lost: str | None = None  # why the first turn without a complete reply had none
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, UserTranscript) and event.final:
@@ -80,7 +83,14 @@ class Printer:
         elif isinstance(event, AssistantTextFinal):
             mark = " [interrupted]" if event.interrupted else ""
             self._say(f"assistant: {event.text}{mark}")
+            if event.reason:
+                self._lost(event.reason, specific=True)
+        elif isinstance(event, AssistantDone):
+            if event.status == "failed":
+                self._lost("the reply failed")
         elif isinstance(event, ErrorEvent):
+            if event.code == "timeout":
+                self._lost(event.message)
             if event.fatal:
                 self.fatal = event.message
             else:
@@ -94,6 +104,10 @@ class Printer:
             self._note("reconnected")
         elif isinstance(event, SessionWarning):
             self._note(event.message)
+
+    def _lost(self, reason: str, *, specific: bool = False) -> None:
+        if self.lost is None or (specific and self.lost == "the reply failed"):
+            self.lost = reason
 
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -208,7 +222,14 @@ def cli_main(args: argparse.Namespace) -> int:
     if ended.code == "user":
         return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
     if ended.code in ("input_finished", "max_duration"):
-        return EXIT_OK
+        if printer.lost is None:
+            return EXIT_OK
+        print(
+            f"voicetui talk: a turn got no complete reply ({printer.lost})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_FAIL
     reason = printer.fatal or ended.reason
     print(f"voicetui talk: {reason}", file=sys.stderr, flush=True)
     return EXIT_FAIL

@@ -94,6 +94,11 @@ class JsonlWriter:
         """Lines the disk refused, oldest first (read after :meth:`wait`)."""
         return list(self._appender.unsaved)
 
+    @property
+    def unsaved_lines(self) -> list[bytes]:
+        """The live list behind :attr:`unsaved` (appended to by the writer thread)."""
+        return self._appender.unsaved
+
     def _failed(self, message: str) -> None:
         if self._target is not None:  # name the path the user gave, not the temp file
             message = message.replace(str(self._appender.path), str(self.path))
@@ -127,7 +132,7 @@ class JsonlWriter:
         sink = self._appender.path
         try:
             if self._appender.failure is None:
-                os.replace(sink, self._target)
+                fileio.replace_with(sink, self._target)
                 return
         except OSError as exc:
             self._appender.failure = f"transcript not saved: {fileio.reason(exc)} at {self.path}"
@@ -149,6 +154,10 @@ class SessionSummary:
     lines: int  # user + assistant lines
 
 
+# session id -> lines the disk refused in this process (read by exports: nothing is lost)
+_UNSAVED: dict[str, list[bytes]] = {}
+
+
 class TranscriptStore:
     """Append-only JSONL per session in :func:`voicetui.paths.transcripts_location`.
 
@@ -159,6 +168,7 @@ class TranscriptStore:
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
         self._writer: JsonlWriter | None = None
+        self._last: JsonlWriter | None = None
         self.session_id: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.failure: str | None = None
@@ -181,6 +191,9 @@ class TranscriptStore:
         return self._writer.path
 
     def _failed(self, message: str) -> None:
+        writer = self._writer or self._last
+        if self.session_id is not None and writer is not None:
+            _UNSAVED[self.session_id] = writer.unsaved_lines  # live: it keeps growing
         if self.failure is None:
             self.failure = message
             if self.on_failure is not None:
@@ -193,14 +206,16 @@ class TranscriptStore:
 
     @property
     def unsaved(self) -> list[bytes]:
-        """The open session's lines the disk refused (see :class:`JsonlWriter`)."""
-        return self._writer.unsaved if self._writer is not None else []
+        """The last session's lines the disk refused (see :class:`JsonlWriter`), so the
+        user can still export them elsewhere."""
+        writer = self._writer or self._last
+        return writer.unsaved if writer is not None else []
 
     def close(self) -> None:
         """Queue the close of the open session (does not wait: see :meth:`wait`)."""
         if self._writer is not None:
             self._writer.close()
-            self._writer = None
+            self._last, self._writer = self._writer, None
 
     def wait(self, timeout: float | None = 10.0) -> bool:
         """Block until everything queued so far is written (never call on the event loop)."""
@@ -219,9 +234,16 @@ class TranscriptStore:
     def load(self, session_id: str) -> list[dict[str, Any]]:
         """The events of a session as dicts; a torn last line (crash mid-write) is skipped.
 
-        Waits for lines still queued for the disk first (call it off the event loop)."""
+        Waits for lines still queued for the disk first (call it off the event loop). Lines
+        the disk refused in this process are added from memory, so an export still has the
+        whole conversation."""
         fileio.writer().drain()
-        return list(read_jsonl(self.path_for(session_id)))
+        path = self.path_for(session_id)
+        events = list(read_jsonl(path)) if path.exists() else []
+        for line in _UNSAVED.get(session_id, ()):
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
 
     def sessions(self) -> list[SessionSummary]:
         out: list[SessionSummary] = []
@@ -236,7 +258,7 @@ class TranscriptStore:
 
     def export_markdown(self, session_id: str) -> str:
         """The session as Markdown: a heading, then one paragraph per line."""
-        if not self.path_for(session_id).exists():
+        if not self.path_for(session_id).exists() and session_id not in _UNSAVED:
             raise FileNotFoundError(f"no transcript with id {session_id!r}")
         return to_markdown(session_id, self.load(session_id))
 

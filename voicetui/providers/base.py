@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 from voicetui.audio.ports import AudioOutput, BargeInGate, CaptureFrame
 from voicetui.engine.events import Event
+from voicetui.engine.replies import Reply, ReplyLedger
 from voicetui.specs.model import SpecSource
 
 TurnDetection = Literal["server_vad", "push_to_talk"]
@@ -69,12 +70,15 @@ class SessionContext:
     playback: AudioOutput
     gate: BargeInGate
     state_dir: Path
+    replies: ReplyLedger  # reply audio and text go through here, never to playback directly
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("voicetui.provider"))
     # Scopes turn ids to this session: a console that restarts its session appends new
     # turns instead of rewriting the earlier ones (``u1`` of the second session is not
     # ``u1`` of the first).
     session_id: str = ""
-    _turn_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _turn_numbers: Iterator[int] = field(
+        default_factory=lambda: itertools.count(1), init=False, repr=False
+    )
 
     def new_turn_id(self, prefix: str) -> str:
         """A turn or reply id unique across sessions: ``<session id>/<prefix><n>``."""
@@ -83,7 +87,11 @@ class SessionContext:
 
 
 class ProviderSession(Protocol):
-    """One live conversation with a provider. All methods run on the engine's event loop."""
+    """One live conversation with a provider. All methods run on the engine's event loop.
+
+    Turn and reply ids in events must be unique across sessions (the console appends rows by
+    id): take them from ``ctx.new_turn_id(prefix)``, or use ids the service makes unique.
+    """
 
     async def connect(self) -> None:
         """Open the connection(s); raise :class:`ProviderError` (``key_rejected`` on 401)."""
@@ -108,6 +116,11 @@ class ProviderSession(Protocol):
 
     async def interrupt(self) -> None:
         """Interrupt key: cancel the reply, flush playback, tell the service what was heard."""
+        ...
+
+    async def cancel(self, reply: Reply, heard_ms: int, heard_text: str) -> None:
+        """The engine cut ``reply`` (its line is already final with ``heard_text``): stop
+        generating it and make the service's context hold only what was heard."""
         ...
 
     async def close(self) -> None: ...

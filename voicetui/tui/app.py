@@ -146,6 +146,9 @@ class VoiceTuiApp(App[int]):
     # --- start-up --------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        from voicetui.tui import signals
+
+        self._remove_signal_handlers = signals.install(self._on_signal)
         self.theme_load = load_themes()
         for theme in self.theme_load.themes:
             self.register_theme(theme)
@@ -389,8 +392,24 @@ class VoiceTuiApp(App[int]):
             log.warning("session did not end within 3 s; quitting anyway")
         self.exit(0)
 
+    def _on_signal(self, reason: str, code: int) -> None:
+        """SIGTERM/SIGHUP/SIGINT (see :mod:`voicetui.tui.signals`): end, then exit ``code``."""
+        self.run_background(self._quit_on_signal(reason, code), name="signal")
+
+    async def _quit_on_signal(self, reason: str, code: int) -> None:
+        if not self._ending:
+            self._ending = True
+            try:
+                await asyncio.wait_for(self.end_session(reason), timeout=3.0)
+            except TimeoutError:
+                log.warning("session did not end within 3 s of %s", reason)
+        self.exit(return_code=code)
+
     async def on_unmount(self) -> None:
         """Closing by any path (tests, signals) still ends the session and frees devices."""
+        remove = getattr(self, "_remove_signal_handlers", None)
+        if remove is not None:
+            remove()
         await self._close_engine()
 
     # --- screens ---------------------------------------------------------------------------
@@ -412,6 +431,12 @@ class VoiceTuiApp(App[int]):
         from voicetui.tui.screens.health import HealthScreen
 
         self.push_screen(HealthScreen())
+
+    def open_doctor(self) -> None:
+        """Show the doctor screen (every check of ``voicetui doctor``, live)."""
+        from voicetui.tui.screens.doctor import DoctorScreen
+
+        self.push_screen(DoctorScreen())
 
     def open_theme_picker(self) -> None:
         """Show the theme picker (live preview)."""

@@ -55,6 +55,7 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
                 partial(app.update_provider_settings, active, {"turnDetection": mode}),
             )
         )
+    commands += _model_commands(app, active)
     for voice in app.voices.get(active, []):
         commands.append(
             PaletteCommand(
@@ -85,6 +86,9 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
             "Health check", "check every provider's key and reachability", app.open_health
         ),
         PaletteCommand(
+            "Doctor", "check devices, microphone, keys, models and voices", app.open_doctor
+        ),
+        PaletteCommand(
             "Export transcript", "write this conversation as Markdown", app.export_transcript
         ),
         PaletteCommand(
@@ -97,6 +101,22 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
         ),
     ]
     return commands
+
+
+def _model_commands(app: VoiceTuiApp, active: str) -> list[PaletteCommand]:
+    """One entry per usable model of the active provider (from its catalogue): deprecated
+    ones carry their shutdown date, retired ones are not offered."""
+    from voicetui.config import usable_models
+
+    current = app.config.provider_options(active).get("model")
+    return [
+        PaletteCommand(
+            f"Model: {label}" + (" (active)" if model == current else ""),
+            f"use {model} for {active}",
+            partial(app.update_provider_settings, active, {"model": model}),
+        )
+        for model, label in usable_models(active)
+    ]
 
 
 class VoiceCommands(Provider):

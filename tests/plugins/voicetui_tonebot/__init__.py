@@ -4,8 +4,10 @@ It is one package, registered only through an entry point in the ``voicetui.prov
 group (the tests write that entry point into a ``*.dist-info`` on ``sys.path``). Its session
 is small but real: it counts the audio it receives, and at the end of each user turn reports
 that duration as the user's line and answers with a fixed line spoken as a tone at the
-voice's pitch, through the engine's real playback and transcript code. Its health probe
-opens a TCP connection to ``baseUrl``.
+voice's pitch. The reply goes through the engine's reply ledger (``ctx.replies``: the text
+it speaks, its audio, "generation done"), which plays it, makes its final line once played
+out, and calls :meth:`TonebotSession.cancel` when the user cuts it. Its health probe opens a
+TCP connection to ``baseUrl``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from voicetui.audio.ports import ENGINE_RATE, CaptureFrame
-from voicetui.engine.events import (
-    AssistantAudio,
-    AssistantDone,
-    AssistantTextDelta,
-    AssistantTextFinal,
-    UserSpeechStarted,
-    UserSpeechStopped,
-    UserTranscript,
-)
+from voicetui.engine.events import UserSpeechStarted, UserSpeechStopped, UserTranscript
+from voicetui.engine.replies import Reply
 from voicetui.providers.base import (
     ProbeFailure,
     ProviderError,
@@ -127,6 +122,7 @@ class TonebotSession:
         self._closed = asyncio.Event()
         self._turn: str | None = None
         self._samples = 0
+        self.cancelled: list[tuple[str, int, str]] = []  # (reply id, heard ms, heard text)
 
     async def connect(self) -> None:
         if not self.ctx.api_key.strip():
@@ -149,18 +145,23 @@ class TonebotSession:
         self.ctx.emit(UserSpeechStopped(turn_id=turn))
         heard = f"[{self._samples / ENGINE_RATE:.1f} s of audio]"
         self.ctx.emit(UserTranscript(turn_id=turn, text=heard, final=True))
-        reply = self.ctx.new_turn_id("a")
         extras = self.ctx.settings.extras
         line = str(extras.get("line", OPTIONS["line"].default))
         pcm = tone(VOICES.get(self.ctx.settings.voice, 440.0), int(extras.get("toneMs", 600)))
-        self.ctx.emit(AssistantTextDelta(turn_id=reply, text=line))
-        self.ctx.playback.enqueue(reply, pcm)
-        self.ctx.emit(AssistantAudio(turn_id=reply, samples=len(pcm)))
-        self.ctx.emit(AssistantTextFinal(turn_id=reply, text=line))
-        self.ctx.emit(AssistantDone(turn_id=reply))
+        ledger = self.ctx.replies
+        reply = ledger.open(self.ctx.new_turn_id("a"), turn_id=turn)
+        ledger.show(reply, line)
+        ledger.speak(reply, line, own_audio=True)
+        ledger.audio(reply, pcm)
+        ledger.piece_done(reply)
+        ledger.generated(reply)
 
     async def interrupt(self) -> None:
-        self.ctx.playback.flush()
+        """Unused: the ledger cuts the reply and calls :meth:`cancel`."""
+
+    async def cancel(self, reply: Reply, heard_ms: int, heard_text: str) -> None:
+        """Nothing is generating any more; a service would be told what was heard."""
+        self.cancelled.append((reply.id, heard_ms, heard_text))
 
     async def close(self) -> None:
         self._closed.set()

@@ -29,7 +29,8 @@ APPEND_MAX_BYTES = 200_000  # the service takes at most 262 144 decoded bytes pe
 @dataclass(frozen=True, slots=True)
 class ListenOptions:
     model: str
-    server_vad: bool
+    server_vad: bool  # ask the service for turn detection (a model that has it)
+    diarize: bool = False  # in-stream speaker labels (never with turn detection)
     min_silence_ms: int = 500
     sample_rate: int = ENGINE_RATE  # we send the engine's 24 kHz int16 as is: no resampling
     timeout_ms: int = 10_000
@@ -77,11 +78,14 @@ class Listener:
         if self._opt.server_vad:
             turn_detection = {"min_silence_ms": self._opt.min_silence_ms}
         try:
+            # every session field goes in the one session.update the SDK sends right after
+            # session.created, before any audio: the service refuses changes after audio starts
             self._conn = await self._client.audio.realtime.connect(
                 model=self._opt.model,
                 audio_format=AudioFormat(encoding="pcm_s16le", sample_rate=self._opt.sample_rate),
                 timeout_ms=self._opt.timeout_ms,
                 turn_detection=turn_detection,  # type: ignore[arg-type]
+                diarize=True if self._opt.diarize and turn_detection is None else None,
             )
         except asyncio.CancelledError:
             raise

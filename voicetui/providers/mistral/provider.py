@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,8 @@ from voicetui.providers.base import (
     Voice,
     import_quietly,
 )
+from voicetui.providers.catalog import Listing
+from voicetui.providers.mistral.catalog import CATALOG
 from voicetui.providers.mistral.retry import RetryPolicy, call_with_retries
 from voicetui.specs.mistral import SOURCE
 from voicetui.specs.model import SpecSource
@@ -25,9 +28,10 @@ SPEC_KEY = SOURCE.spec.key
 
 _MODEL: dict[str, Any] = {"type": "string", "minLength": 1}
 OPTIONS: dict[str, ProviderOption] = {
-    "transcriptionModel": ProviderOption("voxtral-mini-transcribe-realtime-2602", _MODEL),
-    "diarizeModel": ProviderOption("voxtral-mini-latest", _MODEL),
-    "ttsModel": ProviderOption("voxtral-mini-tts-latest", _MODEL),
+    # defaults from the catalogue: a realtime model with server turn detection
+    "transcriptionModel": ProviderOption(CATALOG.defaults["transcriptionModel"], _MODEL),
+    "diarizeModel": ProviderOption(CATALOG.defaults["diarizeModel"], _MODEL),
+    "ttsModel": ProviderOption(CATALOG.defaults["ttsModel"], _MODEL),
     "webSearch": ProviderOption(True, {"type": "boolean"}),
     "moderation": ProviderOption(False, {"type": "boolean"}),
     "moderationThresholds": ProviderOption(
@@ -108,6 +112,12 @@ class MistralProvider:
 
     async def probe(self, base_url: str, api_key: str, timeout_ms: int) -> str:
         """List models (``GET /v1/models``) with the configured key."""
+        listing = await self.inventory(base_url, api_key, timeout_ms, "")
+        return f"{listing.count} models listed"
+
+    async def inventory(self, base_url: str, api_key: str, timeout_ms: int, voice: str) -> Listing:
+        """The account's models (aliases included) and, when ``voice`` is not a documented
+        preset, whether the account has it (``GET /v1/audio/voices/{id}``, concurrently)."""
         import httpx2
         from mistralai.client import Mistral
         from mistralai.client.errors import MistralError, NoResponseError
@@ -116,8 +126,19 @@ class MistralProvider:
             async with Mistral(
                 api_key=api_key, server_url=base_url, timeout_ms=timeout_ms
             ) as client:
-                listing = await client.models.list_async()
-                count = len(listing.data or [])
+
+                async def voice_lookup() -> bool | None:
+                    if not voice:
+                        return None
+                    try:
+                        await client.audio.voices.get_async(voice_id=voice)
+                    except MistralError as err:
+                        if err.status_code != 404:
+                            raise
+                        return False
+                    return True
+
+                listed, found = await asyncio.gather(client.models.list_async(), voice_lookup())
         except httpx2.TimeoutException:
             raise probe.timed_out(base_url, timeout_ms) from None
         except (httpx2.TransportError, NoResponseError) as err:
@@ -126,4 +147,6 @@ class MistralProvider:
             raise probe.status_failure(
                 err.status_code, err.headers, err.body, api_key, SOURCE.alias
             ) from None
-        return f"{count} models listed"
+        models = listed.data or []
+        ids = {m.id for m in models} | {a for m in models for a in (m.aliases or [])}
+        return Listing(frozenset(ids), {}, found, count=len(models))

@@ -16,8 +16,13 @@ Every stage streams so the assistant starts speaking as early as the wire allows
   turns ``append_stream`` on the same conversation id.
 * **Speaking** — pieces from :mod:`.chunker` go to :mod:`.speech` as they are cut; a speech
   socket is opened while the user is still talking so its handshake costs nothing later.
-* **Barge-in** — user speech while the reply is audible (and the duplex gate agrees) flushes
-  playback, cancels the LLM and TTS streams and marks the reply interrupted.
+* **Replies** go through the engine's reply ledger (``ctx.replies``): each TTS piece is the
+  text its audio speaks, confirmed piece by piece, so what was heard at a cut is the words
+  in the played audio.
+* **Barge-in** — user speech while the reply is audible (and the duplex gate agrees) asks
+  the ledger to cut; :meth:`MistralSession.cancel` then stops the LLM and TTS streams, and
+  the next turn tells the agent what the user actually heard (the conversation on the
+  service holds the whole reply).
 """
 
 from __future__ import annotations
@@ -33,13 +38,9 @@ import numpy as np
 
 from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, Float32Array, Int16Array
 from voicetui.engine.events import (
-    AssistantAudio,
     AssistantDone,
-    AssistantTextDelta,
-    AssistantTextFinal,
     ErrorEvent,
     Event,
-    Interrupted,
     Reconnected,
     Reconnecting,
     SessionWarning,
@@ -49,8 +50,11 @@ from voicetui.engine.events import (
     UserSpeechStopped,
     UserTranscript,
 )
+from voicetui.engine.replies import Reply
+from voicetui.engine.tasks import cancel_and_wait
 from voicetui.providers.base import ProviderError, SessionContext
 from voicetui.providers.mistral.agent import AgentManager
+from voicetui.providers.mistral.catalog import CATALOG
 from voicetui.providers.mistral.chunker import TextChunker
 from voicetui.providers.mistral.diarize import diarize
 from voicetui.providers.mistral.listening import Listener, ListenOptions
@@ -65,9 +69,11 @@ from voicetui.providers.mistral.speech import (
 if TYPE_CHECKING:
     from mistralai.client import Mistral
 
-DEFAULT_TRANSCRIPTION_MODEL = "voxtral-mini-transcribe-realtime-2602"
-DEFAULT_DIARIZE_MODEL = "voxtral-mini-latest"
-DEFAULT_TTS_MODEL = "voxtral-mini-tts-latest"
+DEFAULT_TRANSCRIPTION_MODEL = CATALOG.defaults["transcriptionModel"]
+DEFAULT_DIARIZE_MODEL = CATALOG.defaults["diarizeModel"]
+DEFAULT_TTS_MODEL = CATALOG.defaults["ttsModel"]
+DEFAULT_VOICE = CATALOG.defaults["defaultVoice"]
+_FALLBACK_LOGGED: set[str] = set()  # models already reported as "no server turn detection"
 
 DIARIZE_HOLD_S = 2.0  # longest the diarization upload waits for the agent request
 MIN_TURN_SAMPLES = ENGINE_RATE // 10  # never commit less than 100 ms of audio
@@ -96,6 +102,7 @@ class _UserTurn:
     # set once the reply's agent request is on the wire (or there will be none): the
     # diarization upload waits for it so it never competes with the critical path
     reply_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_segments: int = 0  # speaker-labelled segments seen in-stream (push-to-talk)
 
     @property
     def samples(self) -> int:
@@ -111,13 +118,12 @@ class _UserTurn:
 class _Reply:
     id: str
     user_turn_id: str
+    line: Reply  # the engine ledger's entry: text, audio, what was heard, the final line
     task: asyncio.Task[None] | None = None
     speech: SpeechPipeline | None = None
     text: str = ""
     generating: bool = True
     interrupted: bool = False
-    finalized: bool = False  # its one AssistantTextFinal has been emitted
-    samples_queued: int = 0
     marks: dict[str, float] = field(default_factory=dict)  # monotonic stamps (latency logs)
 
 
@@ -137,11 +143,24 @@ class MistralSession:
         self.tts_model = str(extras.get("ttsModel") or DEFAULT_TTS_MODEL)
         self.diarize_enabled = bool(extras.get("diarize", True))
         voice = self.settings.voice
-        self.voice: str | None = None if not voice or voice == "default" else voice
+        # never a null voice: every documented speech call passes one ("default" is the
+        # seed spec's placeholder, not a Mistral voice)
+        self.voice: str = DEFAULT_VOICE if not voice or voice == "default" else voice
         self.realtime_tts = bool(extras.get("realtimeSpeech", True))
-        # server_vad without asking the service for turn detection: the local VAD ends turns
-        # (how a Voxtral deployment without endpointing behaves; also a test seam)
-        self.server_turn_detection = bool(extras.get("serverTurnDetection", True))
+        stt = CATALOG.find(self.transcription_model)
+        # server_vad asks the service for turn detection only where the model has it; the
+        # local VAD ends turns otherwise (and with serverTurnDetection=false, a test seam)
+        self.server_turn_detection = bool(extras.get("serverTurnDetection", True)) and (
+            stt is not None and stt.has("turn_detection")
+        )
+        # the service refuses diarization together with turn detection: speaker labels come
+        # in-stream only in push-to-talk, from the batch relabel otherwise
+        self.stream_diarize = (
+            not self.server_vad
+            and self.diarize_enabled
+            and stt is not None
+            and stt.has("diarization")
+        )
         self.policy = RetryPolicy()
         self.client: Mistral | None = None
         self.agents: AgentManager | None = None
@@ -160,6 +179,7 @@ class MistralSession:
         self._vad: Any = None
         self._detector: Any = None
         self._fatal: ProviderError | None = None
+        self._heard_note: str | None = None  # a cut reply's heard part, for the next turn
         self._closed = False
         self._stopped = asyncio.Event()
 
@@ -216,12 +236,20 @@ class MistralSession:
             ListenOptions(
                 model=self.transcription_model,
                 server_vad=self.server_vad and self.server_turn_detection,
+                diarize=self.stream_diarize,
             ),
             on_event=self._on_stt_event,
             on_reconnecting=self._on_reconnecting,
             on_reconnected=self._on_reconnected,
             log=self.log,
         )
+        fallback = self.server_vad and not self.server_turn_detection
+        if fallback and self.transcription_model not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(self.transcription_model)  # said once per model, not per turn
+            self.log.info(
+                "transcription model %s has no server turn detection: the local VAD ends turns",
+                self.transcription_model,
+            )
         # agent lookup and socket handshake are independent: do them at once
         results = await asyncio.gather(
             self.agents.ensure(verify=True), self.listener.open(), return_exceptions=True
@@ -244,10 +272,7 @@ class MistralSession:
         finally:
             stopped.cancel()
             self.listener.mark_closing()
-            if not listen.done():
-                listen.cancel()
-                with contextlib.suppress(BaseException):
-                    await listen
+            await cancel_and_wait(listen)
         if self._fatal is not None:
             raise self._fatal
         if listen.done() and not listen.cancelled():
@@ -273,7 +298,8 @@ class MistralSession:
             turn.audio.append(pcm.copy())
         else:
             self._keep_preroll(pcm)
-        await self._local_vad(frame)
+        if not self.server_turn_detection:  # the service ends turns itself otherwise
+            await self._local_vad(frame)
 
     async def start_user_turn(self) -> None:
         """Talk key pressed: interrupt the assistant if audible and open a user turn."""
@@ -307,22 +333,14 @@ class MistralSession:
         self._closed = True
         reply = self._reply
         if reply is not None and reply.task is not None and not reply.task.done():
-            reply.task.cancel()
-            with contextlib.suppress(BaseException):
-                await reply.task
-        if reply is not None and not reply.finalized and reply.text:
-            # ended mid-reply: what was received and queued counts as said
-            self._finalize(reply)
+            await cancel_and_wait(reply.task)
         pending = [
             t for t in self._tasks if not t.done() and t.get_name().startswith("mistral-diarize")
         ]
         if pending:  # speaker labels are part of the transcript: give them a moment
             await asyncio.wait(pending, timeout=3.0)
         for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
         if self._local_end_task is not None:
             self._local_end_task.cancel()
         if self._warm is not None:
@@ -391,7 +409,7 @@ class MistralSession:
             self._emit(UserSpeechStopped(turn_id=turn.id))
         if flush and self.listener is not None:
             await self.listener.flush()
-        if not turn.ignored and self.diarize_enabled and turn.audio:
+        if not turn.ignored and self.diarize_enabled and turn.audio and not self.stream_diarize:
             self._spawn(self._relabel(turn), name=f"mistral-diarize-{turn.id}")
         self._spawn(self._complete_turn(turn), name=f"mistral-turn-{turn.id}")
 
@@ -462,6 +480,11 @@ class MistralSession:
                 await self._end_turn(turn, flush=False)
             turn.final = f"{turn.committed} {heard}".strip()
             turn.got_final.set()
+        elif isinstance(event, models.TranscriptionStreamSegmentDelta):
+            turn = self._stt_target()
+            if self.stream_diarize and turn is not None and not turn.ignored:
+                index, turn.stream_segments = turn.stream_segments, turn.stream_segments + 1
+                self._spawn(self._stream_label(turn, event, index), name=f"mistral-label-{turn.id}")
         elif isinstance(event, models.TurnDetectionStartEvent):
             if self.server_vad:
                 await self._user_speech_started(server=True)
@@ -518,6 +541,23 @@ class MistralSession:
             return
         await self._start_reply(turn, text)
 
+    async def _stream_label(self, turn: _UserTurn, seg: Any, index: int) -> None:
+        """An in-stream speaker-labelled segment relabels the turn's line once it is shown."""
+        await turn.final_emitted.wait()
+        speaker = seg.speaker_id if isinstance(seg.speaker_id, str) else None
+        self._emit(
+            UserTranscript(
+                turn_id=turn.id,
+                text=seg.text,
+                final=True,
+                speaker=speaker,
+                start=seg.start,
+                end=seg.end,
+                segment_index=index,
+                relabel=True,
+            )
+        )
+
     async def _relabel(self, turn: _UserTurn) -> None:
         """Diarize the turn's clip (concurrently with the reply) and relabel its lines."""
         pcm = np.concatenate(turn.audio) if turn.audio else np.zeros(0, np.int16)
@@ -555,14 +595,10 @@ class MistralSession:
     # -- replies ----------------------------------------------------------------------------
 
     def _reply_active(self) -> bool:
-        reply = self._reply
-        if reply is None or reply.interrupted:
-            return False
-        return reply.generating or self._audible()
+        return self.ctx.replies.busy()
 
     def _audible(self) -> bool:
-        reply = self._reply
-        return reply is not None and reply.samples_queued > 0 and self.ctx.playback.is_active()
+        return self.ctx.replies.audible()
 
     def _warm_tts(self) -> None:
         """Open a speech socket ahead of the reply (its handshake is then off the path)."""
@@ -599,11 +635,13 @@ class MistralSession:
             if previous is not None and previous.task is not None and not previous.task.done():
                 # a new turn while the previous reply is still generating (no barge-in
                 # happened, e.g. push-to-talk without audio yet): finish that one first
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(previous.task)
+                await asyncio.wait({previous.task})
             if self._closed:
                 return
-            reply = _Reply(id=self._new_id("a"), user_turn_id=turn.id)
+            rid = self._new_id("a")
+            reply = _Reply(
+                id=rid, user_turn_id=turn.id, line=self.ctx.replies.open(rid, turn_id=turn.id)
+            )
             self._reply = reply
             reply.task = self._spawn(
                 self._run_reply(reply, turn, text), name=f"mistral-reply-{reply.id}"
@@ -612,9 +650,7 @@ class MistralSession:
     def _play(self, reply: _Reply, pcm: Float32Array) -> None:
         if reply.interrupted or self._closed:
             return
-        self.ctx.playback.enqueue(reply.id, pcm)
-        reply.samples_queued += int(pcm.size)
-        self._emit(AssistantAudio(turn_id=reply.id, samples=int(pcm.size)))
+        self.ctx.replies.audio(reply.line, pcm)
 
     def _realtime_tts_unavailable(self, reason: str) -> None:
         if self.realtime_tts:
@@ -632,6 +668,12 @@ class MistralSession:
         client = self._client
         agents = self.agents
         assert agents is not None
+
+        note, self._heard_note = self._heard_note, None
+        if note is not None:
+            # the service's conversation holds the whole of the cut reply; tell the agent
+            # what the user actually heard before they spoke
+            text = f'(You were interrupted. The user heard only: "{note}")\n{text}'
 
         async def op() -> Any:
             if self.conversation_id is not None:
@@ -681,10 +723,24 @@ class MistralSession:
             log=self.log,
             warm=self._take_warm(),
             on_realtime_unavailable=self._realtime_tts_unavailable,
+            on_piece_done=lambda every: self.ctx.replies.piece_done(reply.line, every=every),
         )
         reply.speech = speech
+
+        def say(piece: str) -> None:
+            self.ctx.replies.speak(reply.line, piece + " ", own_audio=True)
+            speech.say(piece)
+
         chunker = TextChunker()
         status: Literal["completed", "failed"] = "completed"
+        finished = False  # the stream said the response is done
+
+        def add_text(delta: str) -> None:
+            reply.text += delta
+            self.ctx.replies.show(reply.line, delta)
+            for piece in chunker.feed(delta):
+                say(piece)
+
         try:
             try:
                 reply.marks["agent request"] = time.monotonic()
@@ -702,10 +758,7 @@ class MistralSession:
                                 continue
                             if not reply.text:
                                 reply.marks["first token"] = time.monotonic()
-                            reply.text += delta
-                            self._emit(AssistantTextDelta(turn_id=reply.id, text=delta))
-                            for piece in chunker.feed(delta):
-                                speech.say(piece)
+                            add_text(delta)
                         elif isinstance(data, models.ResponseStartedEvent):
                             self.conversation_id = data.conversation_id
                         elif isinstance(data, models.ToolExecutionStartedEvent):
@@ -713,6 +766,7 @@ class MistralSession:
                         elif isinstance(data, models.ToolExecutionDoneEvent):
                             self._emit(_tool_activity(reply.id, data.name, "done"))
                         elif isinstance(data, models.ResponseDoneEvent):
+                            finished = True
                             usage = data.usage
                             self._emit(
                                 Usage(
@@ -734,16 +788,29 @@ class MistralSession:
                 raise
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the stream broke mid-reply: speak what we have
+            except Exception as exc:  # the stream broke mid-reply (a drop, a malformed frame)
                 err = classify(exc, what="receiving the reply")
                 if err.code == "key_rejected":
                     raise err from exc
                 self.log.warning("agent stream broke: %s", err)
-                self._emit(ErrorEvent(message=f"the reply was cut off: {err}", code=err.code))
-                status = "failed"
+                rest = await self._rest_of_reply(reply.text)
+                if rest is None:
+                    self._emit(ErrorEvent(message=f"the reply was cut off: {err}", code=err.code))
+                    status = "failed"
+                else:
+                    add_text(rest)
+            else:
+                if not finished:  # the stream ended early without saying the reply is done
+                    self.log.warning("agent stream ended before the reply was done")
+                    rest = await self._rest_of_reply(reply.text)
+                    if rest is None:
+                        self._emit(ErrorEvent(message="the reply was cut off", code="protocol"))
+                        status = "failed"
+                    else:
+                        add_text(rest)
             rest = chunker.flush()
             if rest:
-                speech.say(rest)
+                say(rest)
             await speech.finish()
             self._emit(
                 Usage(
@@ -755,8 +822,7 @@ class MistralSession:
                 )
             )
             reply.generating = False
-            self._emit(AssistantDone(turn_id=reply.id, status=status))
-            self._spawn(self._finalize_when_played(reply), name=f"mistral-final-{reply.id}")
+            self.ctx.replies.generated(reply.line, status)
         except asyncio.CancelledError:
             await speech.cancel()
             raise
@@ -768,55 +834,61 @@ class MistralSession:
                 return
             self.log.warning("reply %s failed: %s", reply.id, err)
             self._emit(ErrorEvent(message=str(err), code=err.code))
-            if reply.text:
-                self._finalize(reply)
-            self._emit(AssistantDone(turn_id=reply.id, status="failed"))
+            self.ctx.replies.lost(reply.line, str(err))
         finally:
             reply.generating = False
 
+    async def _rest_of_reply(self, received: str) -> str | None:
+        """The part of the reply a broken stream did not deliver, from the conversation the
+        service keeps (``GET /v1/conversations/{id}/messages``); ``None`` if unavailable."""
+        cid = self.conversation_id
+        if cid is None:
+            return None
+        client = self._client
+
+        async def op() -> Any:
+            return await client.beta.conversations.get_messages_async(
+                conversation_id=cid, timeout_ms=15_000
+            )
+
+        try:
+            found = await call_with_retries(
+                op, what="fetching the rest of the reply", policy=self.policy, log=self.log
+            )
+        except ProviderError as err:
+            self.log.warning("could not fetch the rest of the reply: %s", err)
+            return None
+        for entry in reversed(list(getattr(found, "messages", None) or [])):
+            if getattr(entry, "role", None) != "assistant":
+                continue
+            content = entry.content
+            full = (
+                content
+                if isinstance(content, str)
+                else "".join(_text_of(chunk) for chunk in content or [])
+            )
+            if full.startswith(received):
+                self.log.info("fetched the rest of the reply from the conversation")
+                return full[len(received) :]
+            return None
+        return None
+
     async def _interrupt_reply(self, by: Literal["barge_in", "user_key"]) -> bool:
-        """Flush playback, cancel the LLM/TTS streams, report what was heard."""
-        reply = self._reply
-        if reply is None or reply.interrupted:
-            return False
-        was_generating = reply.generating
-        if not was_generating and not self._audible():
-            return False
-        reply.interrupted = True
-        played = self.ctx.playback.flush()
-        played = max(played, self.ctx.playback.played_ms(reply.id))
-        if reply.task is not None and not reply.task.done():
-            reply.task.cancel()
-            with contextlib.suppress(BaseException):
-                await reply.task
-        self._emit(Interrupted(turn_id=reply.id, played_ms=int(played), by=by))
-        self._finalize(reply, played_ms=played)
-        if was_generating:
-            self._emit(AssistantDone(turn_id=reply.id, status="cancelled"))
-        return True
+        """Ask the engine's ledger to cut the reply (it calls :meth:`cancel` back)."""
+        return await self.ctx.replies.cut(by) is not None
 
-    def _finalize(self, reply: _Reply, *, played_ms: float | None = None) -> None:
-        """The reply's one AssistantTextFinal: the whole text, or (``played_ms`` given, after
-        a cut) the part the user heard."""
-        if reply.finalized:
+    async def cancel(self, reply: Reply, heard_ms: int, heard_text: str) -> None:
+        """The engine cut ``reply``: stop the LLM and TTS streams; the next turn tells the
+        agent what the user heard (``heard_text``)."""
+        ours = self._reply
+        if ours is None or ours.line is not reply:
             return
-        reply.finalized = True
-        if played_ms is None:
-            self._emit(AssistantTextFinal(turn_id=reply.id, text=reply.text.strip()))
-        else:
-            heard = _heard_text(reply, played_ms)
-            self._emit(AssistantTextFinal(turn_id=reply.id, text=heard, interrupted=True))
-
-    async def _finalize_when_played(self, reply: _Reply) -> None:
-        """Like the realtime provider, the final line is written once the reply has been
-        heard (a barge-in before then finalizes it as interrupted instead)."""
-        received_ms = reply.samples_queued * 1000.0 / ENGINE_RATE
-        playback = self.ctx.playback
-        while not reply.finalized and not reply.interrupted:
-            if playback.played_ms(reply.id) >= received_ms - 1 or not playback.is_active():
-                self._finalize(reply)
-                return
-            await asyncio.sleep(0.05)
+        ours.interrupted = True
+        ours.marks["cut"] = time.monotonic()
+        if ours.task is not None and not ours.task.done():
+            await cancel_and_wait(ours.task)
+        if heard_text != reply.text:
+            self._heard_note = heard_text
 
     # -- reconnects -------------------------------------------------------------------------
 
@@ -885,13 +957,3 @@ def _text_of(content: Any) -> str:
 def _tool_activity(reply_id: str, name: str, status: Literal["started", "done"]) -> ToolActivity:
     label = TOOL_LABELS.get(name, f"using {name}…") if status == "started" else ""
     return ToolActivity(turn_id=reply_id, name=name, status=status, detail=label)
-
-
-def _heard_text(reply: _Reply, played_ms: float) -> str:
-    """The words the user heard before the cut, estimated from played vs received audio."""
-    speech = reply.speech
-    if speech is None or speech.stats.samples == 0 or played_ms <= 0:
-        return ""
-    spoken = speech.spoken_text.split()
-    fraction = min(1.0, played_ms * ENGINE_RATE / 1000.0 / speech.stats.samples)
-    return " ".join(spoken[: round(len(spoken) * fraction)])

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voicetui.audio.ports import Float32Array
+from voicetui.engine.tasks import cancel_and_wait
 from voicetui.providers.base import ProviderError
 from voicetui.providers.mistral.retry import (
     RetryPolicy,
@@ -95,11 +96,11 @@ class WarmSocket:
         self.opened_at = time.monotonic()
 
     async def discard(self) -> None:
-        if not self.task.done():
-            self.task.cancel()
-        with contextlib.suppress(BaseException):
-            conn = await self.task
-            await conn.close()
+        await cancel_and_wait(self.task)
+        if self.task.cancelled() or self.task.exception() is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self.task.result().close()
 
 
 async def open_realtime_speech(
@@ -132,8 +133,10 @@ class SpeechPipeline:
         log: logging.Logger,
         warm: WarmSocket | None = None,
         on_realtime_unavailable: Callable[[str], None] | None = None,
+        on_piece_done: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_piece_done = on_piece_done
         self._opt = options
         self._on_audio = on_audio
         self._log = log
@@ -167,9 +170,7 @@ class SpeechPipeline:
 
     async def cancel(self) -> None:
         """Barge-in: stop at once and close the stream(s)."""
-        self._pump.cancel()
-        with contextlib.suppress(BaseException):
-            await self._pump
+        await cancel_and_wait(self._pump)
         if self._warm is not None:
             await self._warm.discard()
             self._warm = None
@@ -273,9 +274,7 @@ class SpeechPipeline:
                         # one fresh socket, then everything so far again
                         reopened = True
                         if receiver is not None:
-                            receiver.cancel()
-                            with contextlib.suppress(BaseException):
-                                await receiver
+                            await cancel_and_wait(receiver)
                         with contextlib.suppress(Exception):
                             await conn.close()
                         conn = await self._open_ws(use_warm=False)
@@ -304,10 +303,8 @@ class SpeechPipeline:
             if self._ws_failed:
                 await self._rest_catch_up()
         finally:
-            if receiver is not None and not receiver.done():
-                receiver.cancel()
-                with contextlib.suppress(BaseException):
-                    await receiver
+            if receiver is not None:
+                await cancel_and_wait(receiver)
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -330,9 +327,7 @@ class SpeechPipeline:
                 else:
                     self._ws_failed = True
                     self._log.warning("speech socket silent for %.0f s; using REST", quiet)
-                receiver.cancel()
-                with contextlib.suppress(BaseException):
-                    await receiver
+                await cancel_and_wait(receiver)
                 break
 
     async def _receive(self, conn: RealtimeSpeechConnection) -> None:
@@ -378,13 +373,30 @@ class SpeechPipeline:
         # Services may send one `done` per flushed piece or a single one after `end`; both
         # count as "everything before it is complete" for the oldest unconfirmed piece, and
         # a `done` after `end` followed by a close or silence ends the reply.
-        self._confirmed = min(self._confirmed + 1, len(self._pieces))
+        if self._end_sent:  # one `done` after `end`: it covers every piece at once
+            self._set_confirmed(len(self._pieces), together=True)
+        else:
+            self._set_confirmed(min(self._confirmed + 1, len(self._pieces)))
         self._samples_since_confirmed = 0
         self._done_after_end = self._done_after_end or self._end_sent
 
     def _confirm_all(self) -> None:
-        self._confirmed = len(self._pieces)
+        self._set_confirmed(len(self._pieces))
         self._samples_since_confirmed = 0
+
+    def _set_confirmed(self, n: int, *, together: bool = False) -> None:
+        """Pieces up to ``n`` have all their audio: tell the owner (the reply ledger aligns
+        each piece's text to its audio with this), piece by piece, or ``together`` when one
+        confirmation covered several pieces."""
+        if together and n - self._confirmed > 1:
+            self._confirmed = n
+            if self._on_piece_done is not None:
+                self._on_piece_done(True)
+            return
+        while self._confirmed < n:
+            self._confirmed += 1
+            if self._on_piece_done is not None:
+                self._on_piece_done(False)
 
     async def _rest_catch_up(self) -> None:
         """Speak every unconfirmed piece over REST, in order, skipping audio already heard."""
@@ -397,7 +409,7 @@ class SpeechPipeline:
             piece = self._pieces[self._confirmed]
             skip = await self._rest_piece(piece.text, skip)
             piece.done = True
-            self._confirmed += 1
+            self._set_confirmed(self._confirmed + 1)
             self._samples_since_confirmed = 0
 
     async def _rest_piece(self, text: str, skip: int) -> int:

@@ -9,17 +9,18 @@ dispatch on ``event.type`` (the SDK parses unknown types into the wrong class, s
   (``gpt-4o-transcribe-diarize`` gives speaker-labelled segments).
 * **Audio**: mic frames go out as base64 PCM16 24 kHz; ``response.output_audio.delta`` is
   decoded straight into the playback buffer as it arrives.
-* **Barge-in**: speech while the assistant is audible (and the duplex gate agrees), the
-  talk key, or the interrupt key flush playback at once, ``conversation.item.truncate`` the
-  reply at the milliseconds actually played (clamped to what was received), and mark the
-  line interrupted with the part that was heard. Late deltas of a cancelled response are
-  dropped.
-* **Assistant finals** are emitted when the reply has finished *playing* (or was cut), so
-  the transcript holds what the user heard, once.
+* **Replies** go through the engine's reply ledger (``ctx.replies``): transcript deltas are
+  the text the audio speaks, ``response.done`` is "generation done"; the ledger makes the
+  line final once it has played out.
+* **Barge-in**: speech while the assistant is audible (and the duplex gate agrees) asks the
+  ledger to cut; the ledger silences playback and calls :meth:`cancel`, which sends
+  ``response.cancel`` and ``conversation.item.truncate`` at the milliseconds actually
+  played. Late deltas of a cancelled response are dropped.
 * **Failures**: 401 at the handshake -> ``key_rejected`` (never retried); a dropped socket
-  reconnects with backoff (1 s, 2 s, 4 s, capped), re-sends the session settings, seeds
-  the new server session with the conversation so far as text items, and carries on with
-  the same transcript; malformed frames and unknown events are logged and skipped.
+  reconnects with exponential backoff (jittered, capped; at most a handful of attempts a
+  minute, see :mod:`.renewal`), re-sends the session settings, seeds the new server session
+  with the conversation so far as text items, and asks again for a reply the drop cut short
+  (the user gets it whole); malformed frames and unknown events are logged and skipped.
 """
 
 from __future__ import annotations
@@ -32,19 +33,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, DuplexPolicy
 from voicetui.engine.events import (
-    AssistantAudio,
     AssistantDone,
-    AssistantTextDelta,
-    AssistantTextFinal,
     ErrorEvent,
-    Interrupted,
     Reconnected,
     Reconnecting,
     Usage,
@@ -52,6 +48,7 @@ from voicetui.engine.events import (
     UserSpeechStopped,
     UserTranscript,
 )
+from voicetui.engine.replies import Reply
 from voicetui.providers.base import (
     ProviderError,
     ProviderOption,
@@ -59,6 +56,14 @@ from voicetui.providers.base import (
     SessionContext,
     Voice,
     import_quietly,
+)
+from voicetui.providers.catalog import Listing
+from voicetui.providers.openai.catalog import CATALOG
+from voicetui.providers.openai.renewal import (
+    ReconnectPacer,
+    backoff_s,
+    renewal_schedule,
+    server_lifetime_s,
 )
 from voicetui.specs.model import SpecSource
 from voicetui.specs.openai import SOURCE
@@ -68,7 +73,7 @@ if TYPE_CHECKING:
 
 SPEC_KEY = SOURCE.spec.key
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+DEFAULT_TRANSCRIPTION_MODEL = CATALOG.defaults["transcriptionModel"]
 
 OPTIONS: dict[str, ProviderOption] = {
     # DIARIZE_MODEL adds speaker labels to the user's lines.
@@ -80,8 +85,6 @@ OPTIONS: dict[str, ProviderOption] = {
     "prefixPaddingMs": ProviderOption(300, {"type": "integer", "minimum": 0, "maximum": 10000}),
 }
 MIN_COMMIT_SAMPLES = ENGINE_RATE // 10  # 100 ms
-SAMPLES_PER_MS = ENGINE_RATE // 1000
-FINALIZE_POLL_S = 0.02
 BARGE_DECISION_S = 0.5  # how long the echo gate may take to recognise the user's voice
 
 VOICES = ("marin", "cedar", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
@@ -110,37 +113,6 @@ _IGNORED_EVENTS = {
     "output_audio_buffer.stopped",
     "output_audio_buffer.cleared",
 }
-
-
-@dataclass
-class _Reply:
-    """One assistant message item, from its first event until its line is final."""
-
-    item_id: str
-    response_id: str
-    text: str = ""
-    full_text: str | None = None  # from ...transcript.done
-    received_samples: int = 0
-    generated: bool = False  # response.done seen: nothing more will arrive
-    cancelled: bool = False  # cut by the server, the user or a dropped socket
-    finalized: bool = False
-
-    @property
-    def received_ms(self) -> int:
-        return self.received_samples // SAMPLES_PER_MS
-
-
-def heard_text(text: str, played_ms: int, received_ms: int) -> str:
-    """The part of ``text`` the user heard: its share of the audio, cut back to a word."""
-    if received_ms <= 0 or played_ms <= 0:
-        return ""
-    if played_ms >= received_ms:
-        return text
-    cut = int(len(text) * played_ms / received_ms)
-    if cut < len(text) and not text[cut].isspace():
-        space = text.rfind(" ", 0, cut)
-        cut = space if space >= 0 else 0
-    return text[:cut].rstrip()
 
 
 def speaker_label(raw: Any) -> str | None:
@@ -259,8 +231,13 @@ class OpenAIRealtimeSession:
         # full duplex trusts the service's VAD to interrupt; otherwise the echo gate decides
         self._server_interrupts = ctx.gate.policy == DuplexPolicy.FULL
         self._barge_deadline: float | None = None  # speech over the assistant, gate undecided
-        # assistant side
-        self._replies: dict[str, _Reply] = {}
+        # assistant side: server item id -> the ledger's reply (a re-asked reply keeps its
+        # ledger entry across the items that carry it)
+        self._replies: dict[str, Reply] = {}
+        self._item_of: dict[str, str] = {}  # ledger reply id -> server item id carrying it
+        self._response_of: dict[str, str] = {}  # server item id -> response id
+        self._reask: Reply | None = None  # cut short by a drop: asked again on the new socket
+        self._server_cut = False  # the service cancelled the response itself (its VAD)
         self._active_response: str | None = None
         self._cancelled_responses: set[str] = set()
         self._need_reply = False  # a user turn was committed and no response started yet
@@ -273,11 +250,16 @@ class OpenAIRealtimeSession:
         self._turn_samples = 0
         # the conversation so far, for seeding a new socket: [role, key, text]
         self._history: list[list[str]] = []
-        self._finalizer: asyncio.Task[None] | None = None
-        self._awaiting_final = asyncio.Event()  # a reply is generated but not yet final
+        ctx.replies.on_final(self._on_reply_final)
         self._rollover: asyncio.Task[None] | None = None
         self._rolling_over = False
-        self._expires_at: float | None = None  # epoch seconds, from session.created
+        self._expires_at: float | None = None  # epoch seconds on the server's clock
+        self._opened_at = 0.0  # time.monotonic() when the current socket's handshake completed
+        self._pacer = ReconnectPacer(
+            base_s=provider.reconnect_base_delay_s,
+            cap_s=4 * provider.reconnect_base_delay_s,
+            per_window=provider.reconnects_per_minute,
+        )
         self._talking = False  # push-to-talk key down
         self._turn_audio: list[str] = []  # base64 frames of the last push-to-talk turn
         self._user_speaking = False  # server VAD: between speech started and stopped
@@ -286,11 +268,23 @@ class OpenAIRealtimeSession:
     # --- ProviderSession ------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the socket, configure the session and wait until the server applied it."""
-        await self._open(seed=False)
+        """Open the socket, configure the session and wait until the server applied it.
+        A busy service (429, 5xx) is tried again with the reconnect backoff."""
+        attempts = self._provider.max_reconnect_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._open(seed=False)
+                break
+            except ProviderError as exc:
+                if exc.code not in ("rate_limited", "server") or attempt == attempts:
+                    raise
+                base = self._provider.reconnect_base_delay_s
+                delay = backoff_s(base, attempt - 1, cap_s=4 * base)
+                self.log.warning(
+                    "connect attempt %d failed (%s); again in %.1f s", attempt, exc, delay
+                )
+                await asyncio.sleep(delay)
         self._watch_expiry()
-        if self._finalizer is None:
-            self._finalizer = asyncio.create_task(self._finalize_loop(), name="openai-finals")
 
     async def run(self) -> None:
         """Receive until closed; reconnect on drops; raise ProviderError when giving up."""
@@ -346,15 +340,15 @@ class OpenAIRealtimeSession:
             self._barge_deadline = None
         elif self.ctx.gate.allows_barge_in():
             self._barge_deadline = None
-            await self._cut("barge_in", cancel=True)
+            await self.ctx.replies.cut("barge_in")
         elif time.monotonic() > deadline:
             self._barge_deadline = None
             self.log.info("speech over the assistant taken for echo by the duplex gate")
 
     async def start_user_turn(self) -> None:
-        """Talk key down: cut the assistant if it is speaking, then start a clean buffer."""
+        """Talk key down (the engine has cut the assistant already): a clean buffer."""
         if self._assistant_busy():
-            await self._cut("barge_in", cancel=True)
+            await self.ctx.replies.cut("barge_in")
         self._talking = True
         self._turn_audio = []
         self._ptt_turn = self.ctx.new_turn_id("ptt_")
@@ -378,24 +372,40 @@ class OpenAIRealtimeSession:
 
     async def interrupt(self) -> None:
         """Interrupt key: cancel the reply and cut playback at what was heard."""
-        if self._assistant_busy():
-            await self._cut("user_key", cancel=True)
+        await self.ctx.replies.cut("user_key")
+
+    async def cancel(self, reply: Reply, heard_ms: int, heard_text: str) -> None:
+        """The engine cut ``reply``: cancel its response and truncate the server's item at
+        what was played, so the model's context holds only what the user heard."""
+        item_id = self._item_of.get(reply.id, reply.id)
+        response = self._response_of.get(item_id)
+        server_cut, self._server_cut = self._server_cut, False
+        if response is not None:
+            self._cancelled_responses.add(response)
+        if reply is self._reask:
+            self._reask = None
+            self._need_reply = False
+        active = self._active_response
+        if active is not None:
+            self._cancelled_responses.add(active)
+            if not server_cut:
+                await self._send({"type": "response.cancel", "event_id": self._eid()})
+        if heard_ms > 0 and item_id in self._response_of:
+            await self._send(
+                {
+                    "type": "conversation.item.truncate",
+                    "event_id": self._eid(),
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": heard_ms,
+                }
+            )
 
     async def close(self) -> None:
-        """Close the socket; lines still playing become final with what was heard."""
+        """Close the socket (the engine's ledger finalizes lines still playing)."""
         self._closing = True
         if self._rollover is not None:
             self._rollover.cancel()
-        if self._finalizer is not None:
-            self._finalizer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._finalizer
-            self._finalizer = None
-        for reply in list(self._replies.values()):
-            if not reply.finalized:
-                played = self._played_ms(reply)
-                complete = reply.generated and not reply.cancelled and played >= reply.received_ms
-                self._finalize(reply, interrupted=not complete, played_ms=played)
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -415,6 +425,7 @@ class OpenAIRealtimeSession:
         except Exception as exc:
             raise _handshake_error(exc, self.settings) from None
         self._conn = conn
+        self._opened_at = time.monotonic()
         try:
             await self._send(
                 {
@@ -490,8 +501,10 @@ class OpenAIRealtimeSession:
         """Re-create the conversation so far as text items on the new server session."""
         entries = [(role, text) for role, _key, text in self._history]
         keys = {key for _role, key, _text in self._history}
-        for reply in self._replies.values():  # a reply cut by the drop: what was generated
-            if not reply.finalized and reply.item_id not in keys:
+        seen: set[str] = set()
+        for reply in self._replies.values():  # generated in full, still playing
+            if reply.final is None and reply.generated and reply.id not in keys | seen:
+                seen.add(reply.id)
                 entries.append(("assistant", reply.text))
         for role, text in entries:
             if not text:
@@ -509,54 +522,69 @@ class OpenAIRealtimeSession:
             )
 
     async def _reconnect(self, reason: str, *, now: bool = False) -> None:
-        """Backoff 1 s, 2 s, 4 s (capped), then give up with one clear line. ``now``: a
-        planned renewal, whose first attempt needs no backoff."""
+        """Reconnect paced by :class:`ReconnectPacer` (backoff 1 s, 2 s, 4 s… over
+        consecutive failures, up to 25 % jitter so many clients do not retry in step, at most
+        a handful of attempts a minute), then give up with one clear line. ``now``: a planned
+        renewal, whose first attempt needs no backoff."""
         old, self._conn = self._conn, None
         if old is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.close(), 1.0)
+        self._pacer.session_ended(time.monotonic() - self._opened_at, planned=now)
         self._abandon_inflight()
-        base = self._provider.reconnect_base_delay_s
         attempts = self._provider.max_reconnect_attempts
         last = reason
         for attempt in range(1, attempts + 1):
-            delay = 0.0 if now and attempt == 1 else min(base * 2 ** (attempt - 1), base * 4)
-            self.ctx.emit(Reconnecting(attempt=attempt, delay_s=delay, reason=last))
+            delay = self._pacer.delay_s(time.monotonic(), planned=now)
+            self.ctx.emit(Reconnecting(attempt=attempt, delay_s=round(delay, 3), reason=last))
             await asyncio.sleep(delay)
             if self._closing:
                 return
+            self._pacer.attempt(time.monotonic())
             try:
                 await self._open(seed=True)
             except ProviderError as exc:
                 if exc.code == "key_rejected" or not exc.retryable:
                     raise
                 last = str(exc)
+                self._pacer.attempt_failed()
                 self.log.warning("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             self.ctx.emit(Reconnected(attempt=attempt))
             self._watch_expiry()
             return
+        if self._reask is not None:
+            self.ctx.replies.lost(self._reask, "the connection to OpenAI was lost")
+            self._reask = None
         raise ProviderError(
             f"lost the connection to OpenAI and could not reconnect ({last})",
             code="network",
         )
 
     def _watch_expiry(self) -> None:
-        """Renew the session shortly before the service's cap (``expires_at``), at a quiet
-        moment, so a long conversation never hits the hard cut mid-reply."""
+        """Renew the session shortly before the service's cap, at a quiet moment, so a long
+        conversation never hits the hard cut mid-reply. The schedule runs on the monotonic
+        clock from this socket's handshake (see :mod:`.renewal`)."""
         if self._rollover is not None:
             self._rollover.cancel()
         conn = self._conn
-        if conn is not None and self._expires_at is not None:
-            self._rollover = asyncio.create_task(
-                self._rollover_when_due(conn, self._expires_at), name="openai-rollover"
-            )
+        if conn is None:
+            return
+        lifetime = server_lifetime_s(conn, self._expires_at)
+        renew_after, hard = renewal_schedule(lifetime, self._provider.rollover_margin_s)
+        if lifetime is None:
+            self.log.info("session lifetime unknown; renewing after %.0f s", renew_after)
+        self._rollover = asyncio.create_task(
+            self._rollover_when_due(conn, self._opened_at + renew_after, self._opened_at + hard),
+            name="openai-rollover",
+        )
 
-    async def _rollover_when_due(self, conn: AsyncRealtimeConnection, expires_at: float) -> None:
-        margin = self._provider.rollover_margin_s
-        await asyncio.sleep(max(expires_at - time.time() - margin, 0.0))
+    async def _rollover_when_due(
+        self, conn: AsyncRealtimeConnection, renew_at: float, hard_at: float
+    ) -> None:
+        await asyncio.sleep(max(renew_at - time.monotonic(), 0.0))
         # wait for a quiet moment (polled: it depends on playback as well as the wire)
-        while self._conn is conn and time.time() < expires_at - 0.5:
+        while self._conn is conn and time.monotonic() < hard_at:
             if not (self._talking or self._user_speaking or self._assistant_busy()):
                 break
             await asyncio.sleep(0.05)
@@ -568,18 +596,21 @@ class OpenAIRealtimeSession:
             await conn.close()
 
     def _abandon_inflight(self) -> None:
-        """The socket died mid-reply: the reply is over (audio already queued still plays)."""
+        """The socket died mid-reply: the user would get half an answer, so the reply starts
+        over on the new socket (its partial audio stops; the whole reply comes again)."""
         response = self._active_response
         self._active_response = None
-        if response is None:
-            return
+        if response is None or response in self._cancelled_responses:
+            return  # nothing in flight, or the user had cut it already
         self._cancelled_responses.add(response)
-        for reply in self._replies.values():
-            if reply.response_id == response and not reply.generated:
-                reply.generated = True
-                reply.cancelled = True
-                self._awaiting_final.set()
-                self.ctx.emit(AssistantDone(turn_id=reply.item_id, status="incomplete"))
+        for item_id, rid in self._response_of.items():
+            reply = self._replies.get(item_id)
+            if rid == response and reply is not None and reply.final is None:
+                self.ctx.replies.restart(reply)
+                self._reask = reply
+                self._need_reply = True
+                return
+        self._need_reply = True  # the response had produced nothing yet: ask again
 
     async def _send(self, event: dict[str, Any], *, quiet: bool = False) -> None:
         """Send one client event; while the socket is down it is dropped (logged)."""
@@ -635,7 +666,11 @@ class OpenAIRealtimeSession:
         item_id = str(getattr(event, "item_id", "") or "")
         if self._assistant_busy():
             if self.ctx.gate.allows_barge_in():
-                await self._cut("barge_in", cancel=not self._server_interrupts)
+                self._server_cut = self._server_interrupts  # then the service cancelled it
+                try:
+                    await self.ctx.replies.cut("barge_in")
+                finally:
+                    self._server_cut = False
             elif not self._server_interrupts:
                 # the gate needs a little more of the speech to tell it from echo: decide
                 # on the next mic frames (see send_audio)
@@ -743,17 +778,10 @@ class OpenAIRealtimeSession:
         if rid in self._cancelled_responses or not delta:
             return
         reply = self._reply(str(getattr(event, "item_id", "") or ""), rid)
-        if reply.finalized:
-            return
-        reply.text += str(delta)
-        self.ctx.emit(AssistantTextDelta(turn_id=reply.item_id, text=str(delta)))
+        self.ctx.replies.say(reply, str(delta))
 
     async def _on_transcript_done(self, event: Any) -> None:
-        rid = str(getattr(event, "response_id", "") or "")
-        reply = self._replies.get(str(getattr(event, "item_id", "") or ""))
-        text = getattr(event, "transcript", None) or getattr(event, "text", None)
-        if reply is not None and rid not in self._cancelled_responses and text:
-            reply.full_text = str(text)
+        return None  # the deltas already carried the whole text
 
     async def _on_audio_delta(self, event: Any) -> None:
         rid = str(getattr(event, "response_id", "") or "")
@@ -761,14 +789,8 @@ class OpenAIRealtimeSession:
         if rid in self._cancelled_responses or not delta:
             return  # late audio of a reply the user already cut
         reply = self._reply(str(getattr(event, "item_id", "") or ""), rid)
-        if reply.finalized:
-            return
         pcm = np.frombuffer(base64.b64decode(delta), dtype="<i2")
-        if len(pcm) == 0:
-            return
-        self.ctx.playback.enqueue(reply.item_id, pcm)
-        reply.received_samples += len(pcm)
-        self.ctx.emit(AssistantAudio(turn_id=reply.item_id, samples=len(pcm)))
+        self.ctx.replies.audio(reply, pcm)
 
     async def _on_response_done(self, event: Any) -> None:
         response = getattr(event, "response", None)
@@ -776,28 +798,22 @@ class OpenAIRealtimeSession:
         status = str(getattr(response, "status", "") or "completed")
         if self._active_response == rid:
             self._active_response = None
-        cancelled = status != "completed" or rid in self._cancelled_responses
-        turn_id = rid
+        known = ("completed", "cancelled", "failed", "incomplete")
+        outcome = status if status in known else "failed"
+        if rid in self._cancelled_responses and outcome == "completed":
+            outcome = "cancelled"
         samples = 0
-        for reply in self._replies.values():
-            if reply.response_id == rid:
-                reply.generated = True
-                reply.cancelled = reply.cancelled or cancelled
-                self._awaiting_final.set()
-                turn_id = reply.item_id
-                samples += reply.received_samples
+        replies = [self._replies[item] for item, r in self._response_of.items() if r == rid]
+        for reply in replies:
+            samples += reply.samples
+            self.ctx.replies.generated(reply, outcome)  # type: ignore[arg-type]
+        if not replies:  # nothing was said (failed, or cancelled before any output)
+            self.ctx.emit(AssistantDone(turn_id=rid, status=outcome))  # type: ignore[arg-type]
         if status == "failed":
             details = getattr(response, "status_details", None)
             err = getattr(details, "error", None)
             message = str(getattr(err, "message", "") or "the reply failed")
             self.ctx.emit(ErrorEvent(message=f"OpenAI: {message}", code="response_failed"))
-        known = ("completed", "cancelled", "failed", "incomplete")
-        self.ctx.emit(
-            AssistantDone(
-                turn_id=turn_id,
-                status=status if status in known else "failed",  # type: ignore[arg-type]
-            )
-        )
         usage = getattr(response, "usage", None)
         if usage is not None:
             self.ctx.emit(
@@ -878,94 +894,26 @@ class OpenAIRealtimeSession:
 
     # --- assistant lines --------------------------------------------------------------------
 
-    def _reply(self, item_id: str, response_id: str) -> _Reply:
+    def _reply(self, item_id: str, response_id: str) -> Reply:
         reply = self._replies.get(item_id)
         if reply is None:
-            reply = _Reply(item_id=item_id, response_id=response_id)
+            reask, self._reask = self._reask, None
+            reply = reask or self.ctx.replies.open(item_id)
             self._replies[item_id] = reply
+            self._item_of[reply.id] = item_id
+            self._response_of[item_id] = response_id
         return reply
 
     def _turn(self, item_id: str) -> str:
         return self._turn_of_item.get(item_id, item_id)
 
-    def _played_ms(self, reply: _Reply) -> int:
-        return min(self.ctx.playback.played_ms(reply.item_id), reply.received_ms)
-
-    def _assistant_audible(self) -> bool:
-        return self.ctx.playback.is_active() and any(
-            not r.finalized and r.received_samples > 0 for r in self._replies.values()
-        )
-
     def _assistant_busy(self) -> bool:
-        return self._active_response is not None or self._assistant_audible()
+        return self._active_response is not None or self.ctx.replies.busy()
 
-    async def _cut(self, by: str, *, cancel: bool) -> None:
-        """Barge-in / interrupt: silence now, then tell the server what was heard."""
-        playback = self.ctx.playback
-        playback.flush()  # first: the speaker must go quiet within one block
-        active = self._active_response
-        if active is not None:
-            self._cancelled_responses.add(active)
-            if cancel:
-                await self._send({"type": "response.cancel", "event_id": self._eid()})
-        for reply in list(self._replies.values()):
-            if reply.finalized:
-                continue
-            played = self._played_ms(reply)
-            if reply.generated and not reply.cancelled and played >= reply.received_ms > 0:
-                self._finalize(reply, interrupted=False, played_ms=played)  # heard it all
-                continue
-            if played > 0:
-                await self._send(
-                    {
-                        "type": "conversation.item.truncate",
-                        "event_id": self._eid(),
-                        "item_id": reply.item_id,
-                        "content_index": 0,
-                        "audio_end_ms": played,
-                    }
-                )
-            reply.cancelled = True
-            self.ctx.emit(
-                Interrupted(
-                    turn_id=reply.item_id,
-                    played_ms=played,
-                    by="user_key" if by == "user_key" else "barge_in",
-                )
-            )
-            self._finalize(reply, interrupted=True, played_ms=played)
-
-    def _finalize(self, reply: _Reply, *, interrupted: bool, played_ms: int) -> None:
-        if reply.finalized:
-            return
-        reply.finalized = True
-        full = reply.full_text or reply.text
-        text = heard_text(full, played_ms, reply.received_ms) if interrupted else full
-        if interrupted and reply.received_samples == 0:
-            text = ""
-        self.ctx.emit(
-            AssistantTextFinal(turn_id=reply.item_id, text=text.strip(), interrupted=interrupted)
-        )
-        self._remember("assistant", reply.item_id, text.strip())
-
-    async def _finalize_loop(self) -> None:
-        """A reply's line is final once it has been generated *and* played out. Polls the
-        playback only while a generated reply waits for its audio to finish (idle: asleep)."""
-        while True:
-            await self._awaiting_final.wait()
-            await asyncio.sleep(FINALIZE_POLL_S)
-            active = self.ctx.playback.is_active()
-            waiting = False
-            for reply in list(self._replies.values()):
-                if reply.finalized or not reply.generated:
-                    continue
-                played = self._played_ms(reply)
-                if not active or played >= reply.received_ms:
-                    self._finalize(reply, interrupted=reply.cancelled, played_ms=played)
-                else:
-                    waiting = True
-            if not waiting:
-                self._awaiting_final.clear()
+    def _on_reply_final(self, reply: Reply) -> None:
+        """The ledger made a line final: that is what the conversation history holds."""
+        if reply.final is not None and reply.id in self._item_of:
+            self._remember("assistant", reply.id, reply.final.text)
 
     def _remember(self, role: str, key: str, text: str) -> None:
         for entry in self._history:
@@ -996,8 +944,10 @@ class OpenAIRealtimeProvider:
         max_reconnect_attempts: int = 5,
         connect_timeout_s: float = 15.0,
         rollover_margin_s: float = 30.0,
+        reconnects_per_minute: int = 5,
     ) -> None:
         self.reconnect_base_delay_s = reconnect_base_delay_s
+        self.reconnects_per_minute = reconnects_per_minute
         self.rollover_margin_s = rollover_margin_s
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout_s = connect_timeout_s
@@ -1026,6 +976,12 @@ class OpenAIRealtimeProvider:
         from voicetui.providers.openai.probe import list_models
 
         return await list_models(base_url, api_key, timeout_ms, SOURCE.alias)
+
+    async def inventory(self, base_url: str, api_key: str, timeout_ms: int, voice: str) -> Listing:
+        """What the account offers (health checks the configured model and voice with it)."""
+        from voicetui.providers.openai.probe import inventory
+
+        return await inventory(base_url, api_key, timeout_ms, SOURCE.alias)
 
 
 __all__ = ["OpenAIRealtimeProvider", "OpenAIRealtimeSession"]

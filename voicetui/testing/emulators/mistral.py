@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from voicetui.providers.catalog import ModelInfo, ProviderCatalog, catalog_for
 from voicetui.testing.emulators.cli import (
     add_common_arguments,
     apply_common_arguments,
@@ -102,7 +103,9 @@ CONVERSATION_ID = web.RequestKey("conversation_id", str)
 
 LLM_MODEL = "mistral-small-latest"
 TRANSCRIBE_MODEL = "voxtral-mini-latest"
-REALTIME_MODEL = "voxtral-mini-transcribe-realtime-2602"
+REALTIME_MODEL = "voxtral-mini-transcribe-realtime-3"  # server turn detection
+REALTIME_MODEL_NO_TURNS = "voxtral-mini-transcribe-realtime-2602"
+MODERATION_MODEL = "mistral-moderation-2603"
 TTS_MODEL = "voxtral-mini-tts-latest"
 
 # (id, name, languages, gender, tags)
@@ -115,8 +118,23 @@ _PRESETS: list[tuple[str, str, list[str], str, list[str]]] = [
     ("fr_louis_cheerful", "Louis (cheerful)", ["fr"], "male", ["cheerful"]),
     ("de_lena_neutral", "Lena (neutral)", ["de", "en"], "female", ["neutral"]),
 ]
-# Config specs default the voice to "default"; the emulator maps it to the first preset.
-VOICE_ALIASES = {"default": "gb_jane_neutral"}
+
+
+def _catalog() -> ProviderCatalog:
+    catalog = catalog_for("ai-voice-conv.mistral")
+    assert catalog is not None
+    return catalog
+
+
+def _all_presets() -> list[tuple[str, str, list[str], str, list[str]]]:
+    """The emulator's own presets, then the catalogue's documented ones it lacks."""
+    known = {p[0] for p in _PRESETS}
+    documented = [
+        (v.id, v.name, [v.language.split("-")[0]] if v.language else [], "female", ["preset"])
+        for v in _catalog().voices
+        if v.id not in known
+    ]
+    return [*_PRESETS, *documented]
 
 
 def preset_voices() -> list[dict[str, Any]]:
@@ -139,7 +157,7 @@ def preset_voices() -> list[dict[str, Any]]:
             "trimmed_seconds": None,
             "kind": "pvc",
         }
-        for i, (vid, name, langs, gender, tags) in enumerate(_PRESETS)
+        for i, (vid, name, langs, gender, tags) in enumerate(_all_presets())
     ]
 
 
@@ -152,39 +170,45 @@ def _model_card(mid: str, caps: dict[str, bool], **extra: Any) -> dict[str, Any]
         "type": "base",
         "capabilities": caps,
         "max_context_length": 32768,
-        "aliases": [],
-        **extra,
+        **({"aliases": []} | extra),
     }
 
 
 def model_list() -> dict[str, Any]:
-    """``GET /v1/models`` body."""
-    return {
-        "object": "list",
-        "data": [
-            _model_card(LLM_MODEL, {"completion_chat": True, "function_calling": True}),
-            _model_card(
-                TRANSCRIBE_MODEL,
-                {"audio": True, "audio_transcription": True},
-                audio_transcription_capabilities={
-                    "modes": ["offline"],
-                    "diarization": True,
-                    "timestamp_granularities": ["segment"],
-                },
-            ),
-            _model_card(
-                REALTIME_MODEL,
-                {"audio": True, "audio_transcription": True, "audio_transcription_realtime": True},
-                audio_transcription_capabilities={"modes": ["realtime"], "turn_detection": True},
-            ),
-            _model_card(
-                TTS_MODEL,
-                {"audio": True, "audio_speech": True},
-                audio_speech_capabilities={"modes": ["streaming"], "response_formats": ["pcm"]},
-            ),
-            _model_card("mistral-moderation-2603", {"moderation": True}),
-        ],
-    }
+    """``GET /v1/models`` body: the catalogue's models that still work, with the capability
+    flags the SDK's ``ModelCapabilities`` / ``AudioTranscriptionCapabilities`` carry
+    (``turn_detection`` only where the model has it)."""
+    data: list[dict[str, Any]] = []
+    for m in _catalog().models:
+        if m.status_on() == "retired":
+            continue
+        extra: dict[str, Any] = {"aliases": list(m.aliases)}
+        if m.role == "agent":
+            flags = {"completion_chat": True, "function_calling": True}
+        elif m.role == "stt" and m.has("streaming"):
+            flags = {"audio": True, "audio_transcription": True}
+            flags["audio_transcription_realtime"] = True
+            extra["audio_transcription_capabilities"] = {
+                "modes": ["realtime"],
+                "turn_detection": m.has("turn_detection"),
+                "diarization": m.has("diarization"),
+            }
+        elif m.role == "stt":
+            flags = {"audio": True, "audio_transcription": True}
+            extra["audio_transcription_capabilities"] = {
+                "modes": ["offline"],
+                "diarization": m.has("diarization"),
+                "timestamp_granularities": ["segment"],
+            }
+        else:
+            flags = {"audio": True, "audio_speech": True}
+            extra["audio_speech_capabilities"] = {
+                "modes": ["streaming"],
+                "response_formats": ["pcm"],
+            }
+        data.append(_model_card(m.id, flags, **extra))
+    data.append(_model_card(MODERATION_MODEL, {"moderation": True}))
+    return {"object": "list", "data": data}
 
 
 def wav_bytes(pcm: np.ndarray, rate: int = RATE) -> bytes:
@@ -300,11 +324,28 @@ class MistralEmulator(EmulatorServer):
         self.agents.clear()
 
     def known_voice(self, voice: str | None) -> str | None:
-        """The canonical id of ``voice`` if the emulator knows it."""
+        """The canonical id of ``voice`` if the emulator knows it (a null voice is not one)."""
         if voice is None:
-            return VOICE_ALIASES["default"]
-        voice = VOICE_ALIASES.get(voice, voice)
+            return None
         return voice if any(v["id"] == voice for v in self.voices) else None
+
+    def model_info(self, model: str | None) -> ModelInfo | None:
+        """The catalogue entry of ``model`` if the account can use it (not shut down)."""
+        info = _catalog().find(model or "")
+        return info if info is not None and info.status_on() != "retired" else None
+
+    def model_error(self, request: web.Request, model: str, body: Any = None) -> web.Response:
+        """Mistral's answer to an unknown model: HTTP 400 with an ``invalid_model`` body
+        (the shape quoted in mistralai/mistral-vibe#617)."""
+        self._log_http(request, 400, body=body)
+        payload = {
+            "object": "error",
+            "message": f"Invalid model: {model}",
+            "type": "invalid_model",
+            "param": None,
+            "code": "1500",
+        }
+        return web.json_response(payload, status=400)
 
     def enable_strict(self) -> StrictChecker:
         """Validate everything sent from now on against the SDK's models."""
@@ -381,6 +422,7 @@ class MistralEmulator(EmulatorServer):
         r.add_delete("/v1/agents/{agent_id}", self._agent_delete)
         r.add_post("/v1/conversations", self._conversation_start)
         r.add_post("/v1/conversations/{conversation_id}", self._conversation_append)
+        r.add_get("/v1/conversations/{conversation_id}/messages", self._conversation_messages)
         return app
 
     @web.middleware
@@ -545,6 +587,16 @@ class MistralEmulator(EmulatorServer):
         diarize = fields.get("diarize") == "true"
         granular = "segment" in (fields.get("timestamp_granularities") or [])
         model = str(fields.get("model") or TRANSCRIBE_MODEL)
+        if self.model_info(model) is None:
+            return self.model_error(request, model, fields)
+        if fields.get("turn_detection") is not None:
+            # https://docs.mistral.ai/studio/audio/speech-to-text/turn-detection
+            return self._error(
+                request,
+                400,
+                "turn_detection is only supported on the realtime transcription endpoint",
+                fields,
+            )
         self._log_http(request, 200, body=fields, audio_bytes=len(audio))
 
         decoded = read_wav(audio)
@@ -602,6 +654,11 @@ class MistralEmulator(EmulatorServer):
         fmt = str(body.get("response_format") or "mp3")
         if not text.strip():
             return self._error(request, 422, "input must not be empty", body)
+        if self.model_info(body.get("model")) is None:
+            return self.model_error(request, str(body.get("model")), body)
+        if body.get("voice_id") is None and not body.get("ref_audio"):
+            # every documented speech call passes a voice (or reference audio)
+            return self._error(request, 422, "voice_id or ref_audio is required", body)
         if self.known_voice(body.get("voice_id")) is None and not body.get("ref_audio"):
             return self._error(request, 404, f"Voice {body.get('voice_id')!r} not found", body)
         self._log_http(request, 200, body=body)
@@ -636,6 +693,8 @@ class MistralEmulator(EmulatorServer):
         body = await request.json()
         if not body.get("model") or not body.get("name"):
             return self._error(request, 422, "model and name are required", body)
+        if self.model_info(body["model"]) is None:
+            return self.model_error(request, str(body["model"]), body)
         agent_id = "ag_" + new_id("x")[2:26]
         now = now_iso()
         agent = {
@@ -675,6 +734,29 @@ class MistralEmulator(EmulatorServer):
         self._log_http(request, 200)
         return self._json("json:agent", agent)
 
+    async def _conversation_messages(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/conversations/{id}/messages``: the stored entries (a reply is stored
+        whole even when its stream was cut)."""
+        cid = request.match_info["conversation_id"]
+        history = self.conversations.get(cid)
+        if history is None:
+            return self._error(request, 404, "Conversation not found")
+        self._log_http(request, 200, conversation_id=cid)
+        messages = [
+            {
+                "object": "entry",
+                "type": "message.input" if h["role"] == "user" else "message.output",
+                "role": h["role"],
+                "content": h["content"],
+                "id": f"msg_{cid}_{i}",
+                "created_at": now_iso(),
+                **({"model": h["model"]} if h["role"] == "assistant" else {}),
+            }
+            for i, h in enumerate(history)
+        ]
+        payload = {"object": "conversation.messages", "conversation_id": cid, "messages": messages}
+        return self._json("json:conversation_messages", payload)
+
     async def _agent_list(self, request: web.Request) -> web.StreamResponse:
         self._log_http(request, 200, body=dict(request.query))
         page = int(request.query.get("page", "0"))
@@ -711,6 +793,8 @@ class MistralEmulator(EmulatorServer):
             return self._error(request, 404, f"Agent {agent_id} not found", body)
         if agent_id is None and not body.get("model"):
             return self._error(request, 422, "agent_id or model is required", body)
+        if agent_id is None and self.model_info(body["model"]) is None:
+            return self.model_error(request, str(body["model"]), body)
         conversation_id = new_id("conv")
         self.conversations[conversation_id] = []
         model = self.agents[agent_id]["model"] if agent_id else str(body["model"])

@@ -60,6 +60,16 @@ from voicetui.testing.emulators.mistral_stream import (
 if TYPE_CHECKING:
     from voicetui.testing.emulators.mistral import MistralEmulator
 
+
+def spread_segments(
+    segments: list[tuple[str, str]], start: float, end: float
+) -> list[tuple[str, str, float, float]]:
+    """The batch endpoint's spreading of scripted segments (imported lazily: no cycle)."""
+    from voicetui.testing.emulators.mistral import spread_segments as spread
+
+    return spread(segments, start, end)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 WINDOW_S = 0.02
@@ -209,6 +219,7 @@ class _Utterance:
     audio_s: float = 0.0
     silence_s: float = 0.0
     eager: bool = False
+    speakers: list[tuple[str, str]] = field(default_factory=list)  # scripted (speaker, text)
 
 
 class TranscriptionSocket(_Socket):
@@ -231,8 +242,19 @@ class TranscriptionSocket(_Socket):
         self.loud_run = 0
         self.language_sent = False
         self.ended = False
+        self.supports_turns = False
 
     def opened(self) -> None:
+        info = self.emu.model_info(self.model)
+        if info is None or info.role != "stt" or not info.has("streaming"):
+            # an unknown, shut-down or non-realtime model: the service answers the handshake
+            # with an error event (the SDK raises RealtimeTranscriptionWSError) and closes;
+            # the message and code are Mistral's "invalid_model" (mistralai/mistral-vibe#617)
+            self.ended = True
+            self.emit(self.error_event(f"Invalid model: {self.model}", 1500))
+            self.emit(_CLOSE)
+            return
+        self.supports_turns = info.has("turn_detection")
         self.emit({"type": "session.created", "session": dict(self.session)})
 
     @property
@@ -267,13 +289,27 @@ class TranscriptionSocket(_Socket):
             self.emit(self.error_event(f"Unknown message type: {kind}", 4002))
 
     def update(self, patch: dict[str, Any]) -> None:
-        """Apply a ``session.update`` and answer ``session.updated``."""
+        """Apply a ``session.update`` and answer ``session.updated``.
+
+        The service's rules (https://docs.mistral.ai/studio/audio/speech-to-text/turn-detection):
+        no session field changes once audio has started; ``turn_detection`` needs a model that
+        has it (the emulator answers 422, the validation status of the service's REST side);
+        diarization and turn detection are refused together.
+        """
         if self.stream_t > 0 or self.carry.size:
-            late = [k for k in ("audio_format", "target_streaming_delay_ms") if k in patch]
+            late = [k for k in patch if patch[k] is not None]
             if late:
-                # the service fixes the format and delay once audio has been received
-                self.emit(self.error_event(f"Cannot update {', '.join(late)} after audio", 4003))
+                late_msg = "Session fields cannot be changed after audio has started"
+                self.emit(self.error_event(late_msg, 4003))
                 return
+        turns = patch.get("turn_detection", self.session.get("turn_detection"))
+        diarize = patch.get("diarize", self.session.get("diarize"))
+        if patch.get("turn_detection") is not None and not self.supports_turns:
+            self.emit(self.error_event(f"Model {self.model} does not support turn_detection", 422))
+            return
+        if turns is not None and diarize:
+            self.emit(self.error_event("Diarization is not compatible with turn detection", 422))
+            return
         for key in (
             "audio_format",
             "target_streaming_delay_ms",
@@ -312,6 +348,7 @@ class TranscriptionSocket(_Socket):
         """Speech began: the utterance takes the next scripted turn (cursor ``"realtime"``)."""
         turn = self.emu.next_turn("realtime")
         utt.pieces = word_pieces(turn.user_text)
+        utt.speakers = turn.speaker_segments()
         utt.text = "".join(utt.pieces)
         utt.expected_s = expected_speech_s(turn.user_text)
         utt.bound = True
@@ -401,10 +438,16 @@ class TranscriptionSocket(_Socket):
             return
         start = utt.speech_t
         end = round(max(self.stream_t - utt.silence_s, start), 3)
-        segment = {"text": utt.text, "start": round(start, 3), "end": end}
+        segments: list[dict[str, Any]] = [{"text": utt.text, "start": round(start, 3), "end": end}]
+        if self.session.get("diarize"):  # in-stream diarization: the script's speakers
+            segments = [
+                {"text": t, "start": s, "end": e, "speaker_id": spk}
+                for spk, t, s, e in spread_segments(utt.speakers, start, end)
+            ]
         not_before = self._not_before(utt)
-        self.emit({"type": "transcription.segment", **segment}, not_before)
-        self.emit(self._done(utt.text, utt.audio_s, [segment]), not_before)
+        for segment in segments:
+            self.emit({"type": "transcription.segment", **segment}, not_before)
+        self.emit(self._done(utt.text, utt.audio_s, segments), not_before)
 
     def _done(self, text: str, audio_s: float, segments: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -457,6 +500,12 @@ class SpeechSocket(_Socket):
         self.ended = False
 
     def opened(self) -> None:
+        info = self.emu.model_info(self.model)
+        if info is None or info.role != "tts":
+            self.ended = True  # as the transcription socket: invalid_model, then close
+            self.emit(self.error_event(f"Invalid model: {self.model}", 1500))
+            self.emit(_CLOSE)
+            return
         self.emit({"type": "session.created", "session": dict(self.session)})
 
     async def handle(self, msg: dict[str, Any]) -> None:
@@ -489,6 +538,11 @@ class SpeechSocket(_Socket):
             self.buffer += str(msg.get("text") or "")
             if self.first_request_at is None:
                 self.first_request_at = time.monotonic()
+            if self.buffer.strip() and not (self.session["voice"] or self.session["is_ref_audio"]):
+                # no voice was ever set: every documented speech call passes one
+                self.emit(self.error_event("voice_id or ref_audio is required", 422))
+                self.buffer = ""
+                return
             if self.buffer.strip():
                 self.emit(_SpeechJob(self.buffer))
             self.buffer = ""

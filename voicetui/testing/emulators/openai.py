@@ -28,8 +28,10 @@ Scripting (per test):
   ``"error_close"``: accept, ``error`` event ``invalid_api_key``, close 1008),
   ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows),
   ``session_max_s`` (then ``error`` ``session_expired`` and a close with
-  ``session_expiry_close_code``), ``fail_transcriptions`` / ``fail_responses`` (next N input
-  transcriptions fail / responses end ``failed`` with a ``server_error``).
+  ``session_expiry_close_code``), ``clock_skew_s`` (the server's wall clock minus the real one:
+  ``expires_at`` and the handshake's ``Date`` header both carry it), ``fail_transcriptions`` /
+  ``fail_responses`` (next N input transcriptions fail / responses end ``failed`` with a
+  ``server_error``).
 
 Observing: ``emu.log`` (kinds ``http``, ``ws_open``, ``ws_in``, ``ws_out``, ``ws_close``; audio
 payloads replaced by their size, never the Authorization value), ``await emu.wait_for(kind,
@@ -48,6 +50,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import email.utils
 import itertools
 import json
 import math
@@ -81,16 +84,53 @@ MIN_COMMIT_MS = 100
 VAD_FRAME = RATE // 100  # 10 ms analysis frames
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
 
-MODELS: list[dict[str, Any]] = [
-    {"id": "gpt-realtime", "created": 1756339200},
-    {"id": "gpt-realtime-1.5", "created": 1767225600},
-    {"id": "gpt-realtime-2", "created": 1775000000},
-    {"id": "gpt-realtime-mini", "created": 1759708800},
-    {"id": "gpt-4o-transcribe", "created": 1742256000},
-    {"id": "gpt-4o-mini-transcribe", "created": 1742256000},
-    {"id": DIARIZE_MODEL, "created": 1760000000},
-    {"id": "whisper-1", "created": 1677532384},
-]
+
+def _account_models() -> list[dict[str, Any]]:
+    """What a real account lists: every catalogue model that still works, with
+    ``shutdown_date`` where one is announced (``GET /v1/models`` carries it: see
+    https://developers.openai.com/api/docs/deprecations, "check each model's optional
+    shutdown_date field")."""
+    from voicetui.providers.catalog import catalog_for
+
+    catalog = catalog_for("ai-voice-conv.openai")
+    assert catalog is not None
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(catalog.models):
+        if m.status_on() == "retired":
+            continue  # shut down: gone from the listing, 404 on retrieve
+        shutdown = m.shutdown.isoformat() if m.shutdown else None
+        out.append({"id": m.id, "created": 1_740_000_000 + i * 86_400, "shutdown_date": shutdown})
+    return out
+
+
+MODELS: list[dict[str, Any]] = _account_models()
+REALTIME_VOICES: tuple[str, ...] = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)  # the SDK's documented built-in voices (types/realtime/realtime_audio_config_output_param.py)
+
+
+def known_model(model_id: str | None) -> bool:
+    """Whether the account can use ``model_id`` (listed and not shut down)."""
+    return any(m["id"] == model_id for m in MODELS)
+
+
+def voice_problem(voice: Any) -> str | None:
+    """Why ``voice`` is refused (``None`` if it is a built-in or a custom ``{"id": ...}``)."""
+    if isinstance(voice, dict) and isinstance(voice.get("id"), str):
+        return None
+    if voice in REALTIME_VOICES:
+        return None
+    allowed = ", ".join(f"'{v}'" for v in REALTIME_VOICES)
+    return f"Invalid value: '{voice}'. Supported values are: {allowed}."
 
 
 def default_turn_detection() -> dict[str, Any]:
@@ -557,6 +597,12 @@ class RealtimeSession:
             )
             return
         new_voice = ((session.get("audio") or {}).get("output") or {}).get("voice")
+        problem = voice_problem(new_voice) if new_voice is not None else None
+        if problem is not None:
+            await self.error(
+                "invalid_value", problem, client_event_id=ceid, param="session.audio.output.voice"
+            )
+            return
         if (
             new_voice is not None
             and self.first_audio_sent
@@ -1394,11 +1440,13 @@ class OpenAIEmulator(EmulatorServer):
         self.accepted_keys: set[str] | None = None
         self.insufficient_quota = False
         self.ws_reject_mode = "http"
+        self.check_models = True  # refuse unknown / shut-down models like the service
         self.initial_turn_detection: dict[str, Any] | None = default_turn_detection()
         self.instructions = "You are a helpful assistant."
         self.voice = "marin"
         # the service ends a Realtime socket after 60 min [X]; tests shorten it
         self.session_max_s: float = 3600.0
+        self.clock_skew_s = 0.0  # the server's wall clock runs this far ahead of the real one
         self.session_expiry_close_code = 1000
         self._counter = itertools.count(1)
         self._event_counter = itertools.count(1)
@@ -1414,6 +1462,10 @@ class OpenAIEmulator(EmulatorServer):
         await super().stop()
 
     # -- ids and logging ------------------------------------------------------------------
+    def server_time(self) -> float:
+        """The server's wall clock (skewed by ``clock_skew_s``)."""
+        return time.time() + self.clock_skew_s
+
     def new_id(self, prefix: str) -> str:
         """A unique id shaped like the service's (``item_...``, ``resp_...``)."""
         return f"{prefix}_{self._salt}{next(self._counter):06d}"
@@ -1509,7 +1561,7 @@ class OpenAIEmulator(EmulatorServer):
             "truncation": "auto",
             "prompt": None,
             "include": None,
-            "expires_at": int(time.time() + self.session_max_s),
+            "expires_at": int(self.server_time() + self.session_max_s),
             "audio": {
                 "input": {
                     "format": dict(fmt),
@@ -1607,7 +1659,13 @@ class OpenAIEmulator(EmulatorServer):
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [
-            {"id": m["id"], "object": "model", "created": m["created"], "owned_by": "system"}
+            {
+                "id": m["id"],
+                "object": "model",
+                "created": m["created"],
+                "owned_by": "system",
+                "shutdown_date": m["shutdown_date"],
+            }
             for m in MODELS
         ]
         return self._json(200, {"object": "list", "data": data})
@@ -1623,6 +1681,7 @@ class OpenAIEmulator(EmulatorServer):
                         "object": "model",
                         "created": m["created"],
                         "owned_by": "system",
+                        "shutdown_date": m["shutdown_date"],
                     },
                 )
         return self._json(404, error_body(404, model=model_id))
@@ -1638,7 +1697,7 @@ class OpenAIEmulator(EmulatorServer):
         session = merge_session(session, requested or {})
         if isinstance((requested or {}).get("model"), str):
             session["model"] = requested["model"]
-        expires = int(time.time()) + seconds
+        expires = int(self.server_time()) + seconds
         return self._json(
             200, {"value": f"ek_{uuid.uuid4().hex}", "expires_at": expires, "session": session}
         )
@@ -1662,6 +1721,7 @@ class OpenAIEmulator(EmulatorServer):
         if rejected is not None and self.ws_reject_mode == "http":
             return self._json(rejected, error_body(rejected))
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, autoping=True)
+        ws.headers["Date"] = email.utils.formatdate(self.server_time(), usegmt=True)
         await ws.prepare(request)
         session = RealtimeSession(self, ws, model)
         self.sessions.append(session)
@@ -1671,6 +1731,19 @@ class OpenAIEmulator(EmulatorServer):
                 session.closed = True
                 session.close_code = 1008
                 await ws.close(code=1008, message=b"invalid_api_key")
+                return ws
+            if self.check_models and model is not None and not known_model(model):
+                # an unknown or shut-down model: an error event naming it, then close 4000
+                # "invalid_request_error.<code>" (livekit/agents-js#1756 shows that close;
+                # openai-realtime-console#561 the message)
+                await session.error(
+                    "model_not_found",
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    param="model",
+                )
+                session.closed = True
+                session.close_code = 4000
+                await ws.close(code=4000, message=b"invalid_request_error.model_not_found")
                 return ws
             await session.send({"type": "session.created", "session": session.config})
             session.spawn(session.expire_after(self.session_max_s))
@@ -1708,10 +1781,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--session-max", type=float, default=3600.0, help="seconds until session_expired"
     )
+    parser.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        help="seconds the server's wall clock runs ahead (negative: behind)",
+    )
     args = parser.parse_args(argv)
 
     emu = OpenAIEmulator(port=args.port, strict=args.strict)
     emu.session_max_s = args.session_max
+    emu.clock_skew_s = args.clock_skew
     apply_common_arguments(emu, args)
     return serve_forever(
         emu,

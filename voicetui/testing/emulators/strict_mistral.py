@@ -29,6 +29,7 @@ _TABLES: dict[str, dict[str, str]] = {
     "json:agent_list": {"": "Agent"},  # a JSON list of them
     "json:agent_page": {"": "AgentListPage"},
     "json:conversation": {"": "ConversationResponse"},
+    "json:conversation_messages": {"": "ConversationMessages"},
     "sse:transcription": {
         "transcription.language": "TranscriptionStreamLanguage",
         "transcription.text.delta": "TranscriptionStreamTextDelta",

@@ -24,6 +24,7 @@ WHAT_TO_DO = {
     "rate_limited": "wait a moment, or check your plan's limits",
     "unreachable": "check the network or the provider's baseUrl in settings",
     "timeout": "the provider is slow to answer: try again (r)",
+    "unavailable": "pick the model or voice the detail names in settings",
     "error": "see the detail; try again (r)",
 }
 

@@ -17,9 +17,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from voicetui.audio.ports import DuplexPolicy
+from voicetui.config import usable_models
 from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.meters import LevelMeter
 
@@ -127,7 +129,11 @@ class SettingsScreen(VoiceScreen):
 
         spec = registry().get(spec_key)
         opts = self.vapp.config.provider_options(spec_key)
-        self.query_one("#model", Input).value = str(opts.get("model", ""))
+        model_input = self.query_one("#model", Input)
+        model_input.value = str(opts.get("model", ""))
+        # completion offers the catalogue's usable models (retired ones never)
+        models = [model for model, _label in usable_models(spec_key)]
+        model_input.suggester = SuggestFromList(models, case_sensitive=False)
         self.query_one("#max-duration", Input).value = _number(
             opts.get("maxSessionDurationSeconds")
         )

@@ -7,6 +7,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Static
 
+from voicetui.keys import MAX_KEY_LENGTH
 from voicetui.specs.registry import registry
 
 
@@ -51,6 +52,7 @@ class KeyPanel(Vertical):
             yield Input(
                 placeholder="paste a new API key (hidden)",
                 password=True,
+                max_length=MAX_KEY_LENGTH,  # bounds a pasted file: keystrokes past it are dropped
                 id=self.input_id,
                 classes="key-input",
             )
