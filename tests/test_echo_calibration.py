@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,11 @@ from voicetui.audio.factory import AudioOptions
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.config import load_config, update_config
 
-pytestmark = [pytest.mark.audio, pytest.mark.asyncio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.audio, pytest.mark.timeout(90)]
 DEVICES = AudioOptions(input_device="pulse", output_device="pulse")
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("delay_ms", [40, 80])
 async def test_calibration_measures_the_room_and_picks_aec(
     echo_path: Any, tmp_path: Path, delay_ms: int
@@ -38,9 +41,29 @@ async def test_calibration_measures_the_room_and_picks_aec(
     assert again.audio.echo_coupling_db == pytest.approx(result.coupling_db, abs=0.1)
 
 
+@pytest.mark.asyncio
 async def test_calibration_without_an_echo_path_picks_full(audio_sandbox: Path) -> None:
     result = await calibrate_echo(DEVICES)
     print(f"\n{result.summary()}")
     assert result.delay_ms is None and result.policy is DuplexPolicy.FULL
     assert result.echo_return_loss_db >= 50
     assert "no echo path" in result.summary()
+
+
+def test_doctor_echo_reports_and_saves_the_calibration(echo_path: Any, tmp_path: Path) -> None:
+    """``voicetui doctor --echo`` on the sandbox room: one line with the measurement, and the
+    policy and echo path in the config file afterwards."""
+    echo_path(db=-12.0, delay_ms=40)
+    cfg = update_config(
+        tmp_path / "config.toml", audio={"input_device": "pulse", "output_device": "pulse"}
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "voicetui", "--config", str(cfg.path), "doctor", "--echo",
+         "--timeout-s", "2"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    (line,) = [ln for ln in out.stdout.splitlines() if " echo path " in ln]
+    assert line.startswith("ok") and "duplex aec" in line, out.stdout + out.stderr
+    saved = load_config(cfg.path).audio
+    assert saved.duplex is DuplexPolicy.AEC
+    assert saved.echo_delay_ms is not None and abs(saved.echo_delay_ms - 40) <= 10

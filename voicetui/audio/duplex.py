@@ -44,6 +44,7 @@ COUPLING_FLOOR_DB = -80.0  # "no echo path": the coupling measured with headphon
 ECHO_DOMINANT_RHO = 0.5  # correlation above which a window is mostly echo (>= -6 dB of it)
 ANALYSIS_RATE = 8_000  # speech band is enough to find the echo; 3x cheaper than 24 kHz
 CLEAR_EXTRA_DB = 6.0  # over margin_db by this much: a measured gate decides on one frame
+SETTLE_MIC_S = 0.2  # the mic's first frames arrive in bursts: they only seed the clock
 MEASUREMENT_HOLD_S = 1.0  # the coupling is the loudest measurement of the last second
 ERLE_FRAMES = 50  # aec: the cancellation of the last second of echo-only frames...
 ERLE_MIN_FRAMES = 25  # ...once half a second of them was seen...
@@ -300,7 +301,8 @@ class EchoGate:
         self._mic_written += n
         # frames reach the loop late by a varying amount: the earliest arrival is the truest
         offset = frame.captured_at - self._mic_written / ENGINE_RATE
-        if self._mic_offset is None or offset < self._mic_offset:
+        settling = self._mic_written <= SETTLE_MIC_S * ENGINE_RATE  # start-up bursts
+        if self._mic_offset is None or settling or offset < self._mic_offset:
             self._mic_offset = offset
         else:
             self._mic_offset += 0.02 * (offset - self._mic_offset)
