@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check everything a conversation needs (bounded)")
     doctor.add_argument("--json", action="store_true", help="one JSON object per check")
     doctor.add_argument(
+        "--echo",
+        action="store_true",
+        help="also calibrate the echo path (plays a 2 s probe) and save the duplex policy",
+    )
+    doctor.add_argument(
         "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 6)"
     )
 

@@ -8,7 +8,10 @@ Layout::
     [audio]
     input_device = "pulse"                  # by name; absent = system default
     output_device = "pulse"
-    duplex = "gated"                        # gated | half | full
+    duplex = "aec"                          # aec | gated | half | full (aec falls back to
+                                            #   gated where WebRTC AEC does not load)
+    echo_coupling_db = -12.0                # set by echo calibration: the measured echo path
+    echo_delay_ms = 40.0
     block_ms = 20
     prebuffer_ms = 20
 
@@ -92,6 +95,8 @@ _AUDIO_SCHEMA: dict[str, Any] = {
         "duplex": {"enum": [p.value for p in DuplexPolicy]},
         "block_ms": {"type": "integer", "minimum": 5, "maximum": 200},
         "prebuffer_ms": {"type": "integer", "minimum": 0, "maximum": 2000},
+        "echo_coupling_db": {"type": "number", "minimum": -120, "maximum": 20},
+        "echo_delay_ms": {"type": "number", "minimum": 0, "maximum": 1000},
     },
 }
 _TOP_SCHEMA: dict[str, Any] = {
@@ -125,9 +130,11 @@ class AudioSettings:
 
     input_device: str | None = None
     output_device: str | None = None
-    duplex: DuplexPolicy = DuplexPolicy.GATED
+    duplex: DuplexPolicy = DuplexPolicy.AEC  # falls back to gated where AEC does not load
     block_ms: int = 20
     prebuffer_ms: int = 20
+    echo_coupling_db: float | None = None  # from echo calibration (voicetui doctor --echo)
+    echo_delay_ms: float | None = None
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -244,6 +251,10 @@ def extension_schema(spec: IntegrationSpec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- loading
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def load_config(path: Path | str | None = None) -> AppConfig:
@@ -376,9 +387,11 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     audio = AudioSettings(
         input_device=audio_doc.get("input_device"),
         output_device=audio_doc.get("output_device"),
-        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.GATED.value)),
+        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.AEC.value)),
         block_ms=int(audio_doc.get("block_ms", 20)),
         prebuffer_ms=int(audio_doc.get("prebuffer_ms", 20)),
+        echo_coupling_db=_opt_float(audio_doc.get("echo_coupling_db")),
+        echo_delay_ms=_opt_float(audio_doc.get("echo_delay_ms")),
     )
 
     providers: dict[str, dict[str, Any]] = {}

@@ -336,6 +336,26 @@ async def _handshake(
     return Check(name, "ok", f"{what} opened and closed in {ms} ms")
 
 
+async def check_echo(ctx: DoctorContext) -> list[Check]:
+    """``--echo``: play a probe, measure the echo path, save the duplex policy it implies."""
+    from voicetui.audio.calibrate import PROBE_S, calibrate_echo, config_changes
+    from voicetui.config import update_config
+
+    name = "echo path"
+    try:
+        async with asyncio.timeout(PROBE_S + LOCAL_TIMEOUT_S):
+            result = await calibrate_echo(ctx.config.audio)
+    except TimeoutError:
+        return [Check(name, "fail", "the devices did not play and record the probe in time")]
+    except Exception as err:
+        return [Check(name, "fail", f"cannot calibrate: {type(err).__name__}: {_line(str(err))}")]
+    try:
+        update_config(ctx.config.path, audio=config_changes(result))
+    except Exception as err:  # ConfigError, an unwritable dir: measured, not saved
+        return [Check(name, "warn", f"{result.summary()}; not saved: {_line(str(err))}")]
+    return [Check(name, "ok", f"{result.summary()} (saved to {ctx.config.path})")]
+
+
 # ----------------------------------------------------------------------------------- running
 
 
@@ -420,12 +440,14 @@ def format_report(checks: Sequence[Check]) -> str:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """``voicetui doctor [--json] [--timeout-s S]``."""
+    """``voicetui doctor [--json] [--timeout-s S] [--echo]``."""
     config = load_config(args.config)
     timeout = args.timeout_s if args.timeout_s and args.timeout_s > 0 else NETWORK_TIMEOUT_S
     ctx = DoctorContext(config=config, keys=KeyStore(), timeout_s=min(timeout, PROVIDER_BUDGET_S))
     started = time.perf_counter()
     checks = asyncio.run(run_checks(ctx))
+    if getattr(args, "echo", False):  # after the others: the mic check must not hear the probe
+        checks += asyncio.run(run_checks(ctx, [check_echo]))
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({"checks": [c.to_json() for c in checks]}, indent=2))

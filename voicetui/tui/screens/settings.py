@@ -109,6 +109,7 @@ class SettingsScreen(VoiceScreen):
                 yield Label("Duplex policy", classes="field-label")
                 yield Select(
                     [
+                        ("aec — echo cancellation (speakers)", DuplexPolicy.AEC.value),
                         (
                             "gated — barge-in must beat the echo (speakers)",
                             DuplexPolicy.GATED.value,
