@@ -14,6 +14,7 @@ def test_the_window_is_the_last_quarter_of_the_limit_at_most_a_minute() -> None:
     assert window_s(20.0) == 5.0
     assert window_s(1800.0) == 60.0
     clock = RolloverClock(max_s=20.0)
+    assert clock.due_at_s() == 15.0  # the engine's idle tick wakes then
     assert not clock.due(14.9, busy=False)
     assert clock.due(15.0, busy=False)
     assert not clock.due(19.0, busy=True)  # never mid-turn: it waits
@@ -21,6 +22,7 @@ def test_the_window_is_the_last_quarter_of_the_limit_at_most_a_minute() -> None:
     # a passing failure is tried again shortly (a quarter of the window at most 2 s)...
     assert not clock.renewal_failed(15.0, retryable=True)
     assert not clock.due(16.0, busy=False) and clock.due(16.25, busy=False)
+    assert clock.due_at_s() == 16.25
     # ...until no retry fits before the limit, or at once when it is not retryable
     assert clock.renewal_failed(18.9, retryable=True)
     assert not clock.due(19.0, busy=False)  # a failed renewal falls back to the end

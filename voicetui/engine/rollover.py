@@ -58,6 +58,10 @@ class RolloverClock:
             return False
         return elapsed_s >= self.max_s - window_s(self.max_s)
 
+    def due_at_s(self) -> float:
+        """The elapsed time from which :meth:`due` can be true (between turns)."""
+        return max(self.max_s - window_s(self.max_s), self.not_before_s)
+
     def renewal_failed(self, elapsed_s: float, *, retryable: bool) -> bool:
         """Record a failed renewal; True when that is final (not retryable, or the limit
         has been reached), False when it is tried again shortly (:data:`RETRY_S` at most)."""

@@ -610,6 +610,10 @@ class ConversationEngine:
                 due.append(self._started_at + WARN_FRACTION * max_s)
             if not self._closing_input:
                 due.append(self._started_at + max_s)
+            if self._settings.on_max_duration == "rollover" and not self._rollover.failed:
+                # the rollover window opens (or a retry is due); past it, look again per tick
+                at = self._started_at + self._rollover.due_at_s()
+                due.append(max(at, now + TICK_S))
         if self._quiet_since is not None:
             due.append(self._quiet_since + self._settle_s)
         if self._end_when_input_ends and self._input_ended_at is not None:
