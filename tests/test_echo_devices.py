@@ -166,6 +166,8 @@ async def _barge_in_run(
     recorded = await tap.stop()
     speaker_delays = [tap.silent_from(recorded, t_ss - 0.05) - t_ss for t_ss, _ in stops]
     out_latency = float(getattr(rig.output, "output_latency_s", 0.0))
+    g = rig.gate
+    print(f"\ngate: {g.policy} measurements {g.measurements} coupling {g.coupling_db:.1f}")
     return gate_delays, speaker_delays, events, out_latency
 
 
