@@ -444,32 +444,42 @@ class ConversationEngine:
             # first frame is read
             await self.start_talking()
 
-        provider_task = asyncio.create_task(session.run(), name="provider")
-        mic_task = asyncio.create_task(self._pump_mic(), name="mic")
-        tick_task = asyncio.create_task(self._tick(), name="engine-tick")
-        end_task = asyncio.create_task(self._end_requested.wait(), name="end-wait")
+        # The session's tasks live in one TaskGroup: when the session ends (or run() is
+        # cancelled) each is cancelled and awaited, so none outlives the session.
         try:
-            await asyncio.wait({provider_task, end_task}, return_when=asyncio.FIRST_COMPLETED)
-            if provider_task.done() and not self._end_requested.is_set():
-                failure = provider_task.exception()
-                if isinstance(failure, ProviderError):
-                    self._provider_failed(failure, fatal=True)
-                elif failure is not None:
-                    log.error("provider session crashed", exc_info=failure)
-                    message = f"the session failed: {failure}"
-                    self._emit(ErrorEvent(message=message, code="error", fatal=True))
-                    self._request_end(message, "error")
-                else:
-                    self._request_end("the provider closed the session", "provider_closed")
-        finally:
-            for task in (mic_task, tick_task, end_task):
-                task.cancel()
-            if not provider_task.done():
-                provider_task.cancel()
-            await asyncio.gather(
-                mic_task, tick_task, end_task, provider_task, return_exceptions=True
-            )
+            async with asyncio.TaskGroup() as tasks:
+                children = [
+                    tasks.create_task(self._run_provider(session), name="provider"),
+                    tasks.create_task(self._pump_mic(), name="mic"),
+                    tasks.create_task(self._tick(), name="engine-tick"),
+                ]
+                await self._end_requested.wait()
+                for child in children:
+                    child.cancel()
+        except* Exception as group:  # a bug in one of them: end cleanly, say so
+            failure = group.exceptions[0]
+            log.error("session task crashed", exc_info=failure)
+            message = f"the session failed: {failure}"
+            self._emit(ErrorEvent(message=message, code="error", fatal=True))
+            self._request_end(message, "error")
         return await self._finish()
+
+    async def _run_provider(self, session: ProviderSession) -> None:
+        """The provider's receive loop; how it ends decides how the session ends."""
+        try:
+            await session.run()
+        except ProviderError as exc:
+            if not self._end_requested.is_set():
+                self._provider_failed(exc, fatal=True)
+            return
+        except Exception as exc:
+            if not self._end_requested.is_set():
+                log.error("provider session crashed", exc_info=exc)
+                message = f"the session failed: {exc}"
+                self._emit(ErrorEvent(message=message, code="error", fatal=True))
+                self._request_end(message, "error")
+            return
+        self._request_end("the provider closed the session", "provider_closed")
 
     async def _connect_unless_ended(self, session: ProviderSession) -> bool:
         """Connect, unless :meth:`end` comes first (quitting while connecting)."""
@@ -718,7 +728,8 @@ class ConversationEngine:
         """The disk refused the transcript (called once, from the writer thread): say so."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            event = ErrorEvent(message=f"{message} — export it elsewhere", code="storage")
+            text = f"{message}; the conversation goes on (export it to another disk)"
+            event = ErrorEvent(message=text, code="storage")
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._emit, event)
 
