@@ -81,6 +81,12 @@ _COMMON_EXTENSION: dict[str, dict[str, Any]] = {
 }
 
 
+def default_provider() -> str:
+    """The spec key a config without ``provider`` selects (the installed provider with the
+    lowest ``preference``): the app's way to ask without importing ``voicetui.providers``."""
+    return default_provider_key()
+
+
 def _options(spec: IntegrationSpec) -> Mapping[str, ProviderOption]:
     """The options the provider implementing ``spec`` takes beyond the spec."""
     return load_provider(spec.key).options

@@ -611,9 +611,8 @@ def run_demo(provider: str | None = None) -> int:
     touched: the demo's live in a temporary folder, removed at exit."""
     import tempfile
 
-    from voicetui.config import load_config, update_config
+    from voicetui.config import default_provider, load_config, update_config
     from voicetui.keys import KeyStore
-    from voicetui.providers.registry import default_provider_key
     from voicetui.specs.registry import registry
     from voicetui.stderr_guard import stderr_to_log
 
@@ -635,7 +634,7 @@ def run_demo(provider: str | None = None) -> int:
             path = root / "config.toml"
             update_config(
                 path,
-                provider=provider or default_provider_key(),
+                provider=provider or default_provider(),
                 providers={key: servers.options(key) for key in servers.servers},
             )
             config = load_config(path)
