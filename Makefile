@@ -8,10 +8,16 @@ ARGS   ?=
 
 .PHONY: run test test-live install install-test system-test lint typecheck pytest clean
 
+# pip's own lines ("Collecting …", "Installing collected packages …") are the progress:
+# a first install takes a minute or two and must not look stuck.
 $(VENV)/.run-stamp: pyproject.toml
+	@echo "==> system packages (PortAudio)"
 	bash tools/setup-system.sh run
+	@echo "==> creating $(VENV)"
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@echo "==> installing voicetui and its dependencies into $(VENV) (first time: a minute or two)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e .
+	@echo "==> done: $(VENV)/bin/voicetui (try: make run ARGS=demo)"
 	touch $@
 
 # apt packages first, so a fresh machine has them before pip builds anything

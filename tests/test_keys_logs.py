@@ -56,6 +56,7 @@ def test_redact_is_usable_directly() -> None:
 
 def test_mask_shows_at_most_the_last_four_characters() -> None:
     assert mask("sk-1234567890abcd") == "****abcd"
-    assert mask("abcdefgh") == "****gh"  # short keys show less (a quarter)
+    assert mask("abcdefgh") == "****efgh"  # always **** + last 4: one shape for every key
+    assert mask("sk-test-0000000009") == "****0009" and len(mask("123456789")) == 8
     assert mask("abc") == "****"
     assert mask("") == "" and mask(None) == ""

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(90)
 PY = sys.executable
 USER = "Hello there, how are you?"
 REPLY = "Fine, thanks. What can I do for you?"
-SEED_LINE = re.compile(r"^\[\d+\.\ds -> \d+\.\ds\] speaker_\d+: .+")
+SEED_LINE = re.compile(r"^\[\d+\.\ds -> \d+\.\ds\] speaker_\d+ : .+")
 
 
 @pytest.fixture
@@ -66,13 +66,14 @@ def test_talk_mistral_from_the_command_line(emulator_process: str, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
-    assert f"user: {USER}" in lines
-    assert f"assistant: {REPLY}" in lines
-    # the diarized relabel, printed in the seed's form: "[0.1s -> 1.5s] speaker_1: …"
+    # one user line per turn: the diarized relabel replaces the plain line, in the seed's
+    # exact form "[0.1s -> 1.5s] speaker_1 : …"
+    assert f"user: {USER}" not in lines, lines
+    assert lines[-1] == f"assistant: {REPLY}", lines
     labelled = [line for line in lines if SEED_LINE.match(line)]
-    assert len(labelled) == 2, lines
-    assert labelled[0].startswith("[0.2s -> ") and "speaker_1: Hello there," in labelled[0]
-    assert "speaker_2: how are you?" in labelled[1]
+    assert len(labelled) == 2 and lines[:2] == labelled, lines
+    assert labelled[0].startswith("[0.2s -> ") and "speaker_1 : Hello there," in labelled[0]
+    assert "speaker_2 : how are you?" in labelled[1]
     # the whole reply's audio, the transcript events on disk
     assert len(read_wav_mono(out_wav)) == len(speech_like_pcm(REPLY))
     events = [json.loads(line) for line in out_jsonl.read_text().splitlines()]

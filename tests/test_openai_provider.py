@@ -294,8 +294,8 @@ async def test_diarized_transcription_gives_speaker_lines(
         "model": "gpt-4o-transcribe-diarize"
     }
     assert finals[0].start == 0.0 and finals[0].end == finals[1].start
-    assert lines[0].startswith("[0.0s -> ") and lines[0].endswith("] speaker_1: Did you see it?")
-    assert lines[1].endswith("speaker_2: Yes I did.")
+    assert lines[0].startswith("[0.0s -> ") and lines[0].endswith("] speaker_1 : Did you see it?")
+    assert lines[1].endswith("speaker_2 : Yes I did.")
     assert lines[2] == "assistant: Great."
 
 
@@ -736,6 +736,8 @@ async def test_echo_gate_decides_barge_in(
         assert not run.of(Interrupted)
         assert sent(emu, "response.cancel") == [] and sent(emu, "conversation.item.truncate") == []
         assert not first.interrupted and first.text == long_reply
+        # the refusal is an event, so the console can say it once (issue 14)
+        assert "barge_in_refused" in [w.code for w in run.of(SessionWarning)]
     assert second.text == "Okay." and not second.interrupted
 
 

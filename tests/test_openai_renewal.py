@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_openai_provider import Run, emu, settings_for, write_clip
 
-from voicetui.engine.events import ErrorEvent, Reconnected, Reconnecting
+from voicetui.engine.events import ErrorEvent, Reconnected, Reconnecting, UserTranscript
 from voicetui.providers.openai.renewal import (
     RENEW_FLOOR_S,
     ReconnectPacer,
@@ -59,7 +59,12 @@ async def test_skewed_server_clock_renews_on_the_sessions_own_schedule(
     assert len(reconnects) <= 5  # within 60 s, whatever the server says
     assert all("renewing the session" in r.reason for r in reconnects), reconnects
     assert all(r.delay_s == 0 for r in reconnects)
-    assert len(run.of(Reconnected)) == len(reconnects)
+    # each renewal reconnected, but one the end of the run overtook (the engine was closing)
+    reconnected = run.of(Reconnected)
+    assert len(reconnected) in (len(reconnects), len(reconnects) - 1)
+    if len(reconnected) < len(reconnects):
+        assert reconnects[-1].at >= reconnected[-1].at
+        assert reconnects[-1].at >= run.of(UserTranscript)[-1].at  # after the last turn
     gaps = [b.at - a.at for a, b in itertools.pairwise(reconnects)]
     assert all(gap >= RENEW_FLOOR_S for gap in gaps), gaps
     assert run.lines() == [
@@ -70,6 +75,31 @@ async def test_skewed_server_clock_renews_on_the_sessions_own_schedule(
         ("user", "One more thing."),
         ("assistant", "Of course, go ahead."),
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_session_cap_under_the_floor_backs_off_and_the_turn_is_answered(
+    emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """The server ends every session after 2 s (under the 5 s floor, and under the old 30 s
+    margin, which looped on it): reconnects back off exponentially and stay a handful."""
+    emu.clock_skew_s = -3600.0
+    emu.session_max_s = 2.0
+    emu.script.turns = [Turn(user_text="Hello there.", reply="Hi.")]
+    clip = write_clip(tmp_path / "q.wav", 0.2, "Hello there", 14.0)
+    run = Run(emu, tmp_path, settings_for(emu, "server_vad"), clip, realtime=True)
+    run.provider.reconnect_base_delay_s = 1.0  # the real backoff
+    ended = await run.run(limit_s=60)
+
+    assert ended.code == "input_finished", run.of(ErrorEvent)
+    reconnects = run.of(Reconnecting)
+    assert all("time limit" in r.reason for r in reconnects), reconnects
+    assert 2 <= len(emu.log.of("ws_open")) <= 6  # the first socket and at most five more
+    delays = [r.delay_s for r in reconnects]
+    # 1 s, 2 s, 4 s (capped), each with up to 25 % jitter: every session died young
+    for delay, base in zip(delays, [1.0, 2.0, 4.0, 4.0, 4.0], strict=False):
+        assert base <= delay <= base * 1.25, delays
+    assert run.lines() == [("user", "Hello there."), ("assistant", "Hi.")]
 
 
 def test_renewal_schedule_has_a_floor_and_a_margin_that_fits_the_session() -> None:

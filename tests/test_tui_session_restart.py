@@ -60,6 +60,7 @@ async def test_turns_after_a_session_restart_append(
         await wait_until(lambda: isinstance(app.screen, SettingsScreen), 5, "settings")
         app.screen.query_one("#max-duration", Input).value = "900"
         await send_keys(app, "ctrl+s")
+        await wait_until(lambda: not isinstance(app.screen, SettingsScreen), 10, "saved")
         await wait_until(
             lambda: app.session_id not in (None, first_session), 20, "the restarted session"
         )

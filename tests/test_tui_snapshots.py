@@ -39,7 +39,15 @@ from voicetui.tui.widgets.meters import LevelMeter
 from voicetui.tui.widgets.status import SessionTimer
 
 SIZE = (120, 40)
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 FIXED_DIR = Path("/tmp/voicetui-snapshots")  # the settings screen shows the config path
+
+
+@pytest.fixture(params=SIZES)
+def size(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """Every screen at 80x24 and at 120x40."""
+    value: tuple[int, int] = request.param
+    return value
 
 
 @pytest.fixture
@@ -125,18 +133,18 @@ async def feed(pilot: Pilot[Any], events: list[Event]) -> None:
     await pilot.pause()
 
 
-def test_console_idle(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
-    assert snap_compare(snap_app, terminal_size=SIZE)
+def test_console_idle(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
+    assert snap_compare(snap_app, terminal_size=size)
 
 
-def test_console_mid_reply(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_console_mid_reply(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         await feed(pilot, conversation())
 
-    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
 
 
-def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         await app.push_screen(KeysScreen(focus_provider=MISTRAL))  # banner: see test_tui_flows
@@ -147,14 +155,14 @@ def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
         )
         await pilot.pause()
 
-    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
 
 
-def test_settings_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
-    assert snap_compare(snap_app, terminal_size=SIZE, press=["s", "_"])
+def test_settings_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
+    assert snap_compare(snap_app, terminal_size=size, press=["s", "_"])
 
 
-def test_health_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_health_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, VoiceTuiApp)
@@ -162,24 +170,96 @@ def test_health_screen(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
         await pilot.press("h")
         await pilot.pause()
 
-    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
 
 
-def test_theme_picker_previewing(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_theme_picker_previewing(
+    snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]
+) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         await feed(pilot, conversation())
         await pilot.press("t", "down")  # previews voicetui-paper behind the dialog
         await pilot.pause()
 
-    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
 
 
-def test_command_palette(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+def test_command_palette(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
+        from textual.command import CommandList
+
         await pilot.press("ctrl+p", *"provider")
+        # the search is asynchronous: wait for both hits, then for the list to settle
+        await wait_until(
+            lambda: (
+                len(pilot.app.screen.query(CommandList))
+                and pilot.app.screen.query_one(CommandList).option_count == 2
+            ),
+            10,
+            "the provider hits",
+        )
+        # the palette's own field blinks its cursor (ours do not when frozen)
+        from textual.widgets import Input
+
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.wait_for_animation()
         await pilot.pause(0.3)
 
-    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
+
+
+DOCTOR = [
+    ("audio devices", "ok", "2 inputs, 2 outputs; default in: pulse, out: pulse"),
+    ("microphone", "warn", "heard nothing louder than -58 dBFS in 2 s: is it muted?"),
+    ("keyring", "ok", "Secret Service (SecretService Keyring)"),
+    ("openai key", "ok", "environment, ****WXYZ"),
+    ("openai model", "ok", "gpt-realtime is listed for this key"),
+    ("openai voice", "ok", "marin is a built-in voice"),
+    ("mistral key", "fail", "the API key was rejected (401): press k to set a new one"),
+]
+
+
+def test_doctor_screen(
+    snap_compare: Any,
+    snap_app: VoiceTuiApp,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Doctor screen's real code path, with fixed check results (no devices or network)."""
+    from voicetui import doctor
+
+    async def fixed(_ctx: Any) -> list[Any]:
+        return [doctor.Check(name, status, detail) for name, status, detail in DOCTOR]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(doctor, "default_checks", lambda _ctx: [fixed])
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        from textual.widgets import Static
+
+        app = pilot.app
+        assert isinstance(app, VoiceTuiApp)
+        app.open_doctor()
+        await wait_until(
+            lambda: (
+                bool(app.screen.query("#doctor-state"))
+                and "failed" in str(app.screen.query_one("#doctor-state", Static).content)
+            ),
+            10,
+            "the doctor's verdict",
+        )
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
+
+
+def test_console_mid_reply_at_60x20(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    """The narrowest console: meters, timer and health still there, Talk and Quit too."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await feed(pilot, conversation())
+
+    assert snap_compare(snap_app, terminal_size=(60, 20), run_before=run_before)
 
 
 @pytest.mark.asyncio

@@ -101,7 +101,7 @@ def test_console_in_tmux_talks_and_quits_cleanly(
         lines = screen.splitlines()
         assert len(lines) == 40 and max(len(line) for line in lines) <= 120
         assert "hello terminal" in screen  # the user's line
-        assert "openai" in screen and "push-to-talk" in screen  # the session line
+        assert "openai" in screen and "push_to_talk" in screen  # the session line
         assert "mic" in screen and "spk" in screen  # level meters
         assert "first audio" in screen or "transcript" in screen  # latency waterfall
         tmux.run("keys", "q")
@@ -113,5 +113,75 @@ def test_console_in_tmux_talks_and_quits_cleanly(
                 break
             time.sleep(0.2)
         assert status == "exited 0", f"{status}\n{tmux.screen()}"
+    finally:
+        tmux.run("stop", check=False)
+
+
+def _wait_exit(tmux: Tmux, seconds: float = 15) -> str:
+    status = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = tmux.run("status").strip()
+        if status.startswith(("exited", "killed")):
+            break
+        time.sleep(0.2)
+    return status
+
+
+@pytest.mark.parametrize(
+    "case",
+    [(80, 24, "mistral", ""), (120, 40, "mistral", "Paul"), (120, 40, "openai", "Marin")],
+    ids=["80x24-mistral", "120x40-mistral", "120x40-openai"],
+)
+def test_demo_in_tmux_shows_the_essentials_and_quits_0(
+    case: tuple[int, int, str, str], tmp_path: Path, audio_sandbox: Path
+) -> None:
+    """`voicetui demo`: no key, no config, no network — the bundled emulators in-process."""
+    width, height, provider, voice = case
+    tmux = Tmux(f"vt-demo-{uuid.uuid4().hex[:8]}", tmp_path / "tmux")
+    passthrough = ["PULSE_SERVER", "PULSE_SINK", "PULSE_SOURCE", "PULSE_CLIENTCONFIG"]
+    # a fresh home: no config, no keyring, no key in the environment
+    envs: list[str] = [
+        "-e", f"XDG_CONFIG_HOME={tmp_path / 'config'}",
+        "-e", f"XDG_STATE_HOME={tmp_path / 'state'}",
+        "-e", f"XDG_DATA_HOME={tmp_path / 'data'}",
+        "-e", "PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring",
+    ]  # fmt: skip
+    for var in passthrough:
+        if var in os.environ:
+            envs += ["-e", f"{var}={os.environ[var]}"]
+    env_unset = [v for v in os.environ if v.endswith("_API_KEY")]
+    cmd = [
+        "env", *(f"--unset={v}" for v in env_unset),
+        sys.executable, "-m", "voicetui", "demo", provider,
+    ]  # fmt: skip
+    tmux.run("start", "-x", str(width), "-y", str(height), *envs, "--", *cmd)
+    try:
+        tmux.wait(f"session started with {provider}", 30)
+        tmux.wait("push_to_talk", 10)
+        screen = tmux.screen()
+        lines = screen.splitlines()
+        status = [line for line in lines if "push_to_talk" in line]
+        assert status, screen
+        # state, turn mode and provider on one status line
+        assert "●" in status[0] and provider in status[0], screen
+        footer = lines[-1]
+        assert "Talk" in footer and "Quit" in footer, footer
+        assert max(len(line) for line in lines) <= width
+        if voice:
+            tmux.wait(voice, 10)  # the voice by name once the voice list is in
+        # one spoken turn: the emulator answers whatever is said, with a web search
+        clip = speech_wav(tmp_path / "ask.wav", "what is the weather in paris")
+        tmux.run("keys", "Space")
+        tmux.wait("you're speaking", 10)
+        subprocess.run(["paplay", "--device=vmic_feed", str(clip)], check=True, timeout=20)
+        tmux.run("keys", "Space")
+        tmux.wait("pack the", 40)
+        screen = tmux.screen()
+        assert "speaker_1" in screen and "speaker_2" in screen, screen
+        if provider == "mistral":  # the agent's web search (the Realtime API has none)
+            assert "web" in screen, screen
+        tmux.run("keys", "q")
+        assert _wait_exit(tmux) == "exited 0", tmux.screen()
     finally:
         tmux.run("stop", check=False)

@@ -78,14 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("provider", metavar="PROVIDER", help=provider_help)
     show.add_argument("--json", action="store_true", help="the spec as JSON, its own field names")
     docs = specs_sub.add_parser("docs", help="write one Markdown file per spec")
-    docs.add_argument("--out", type=Path, required=True, metavar="DIR")
+    docs.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the Markdown files"
+    )
 
     config = sub.add_parser("config", help="the config file")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_sub.add_parser("path", help="print the config file path")
     config_sub.add_parser("check", help="validate the config file")
     config_show = config_sub.add_parser("show", help="print the effective config")
-    config_show.add_argument("--json", action="store_true")
+    config_show.add_argument("--json", action="store_true", help="as JSON instead of TOML")
 
     keys = sub.add_parser("keys", help="API keys in the OS keyring")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -102,36 +104,67 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="check that each provider answers with your key")
     health.add_argument("provider", nargs="?", metavar="PROVIDER", help=provider_help)
-    health.add_argument("--json", action="store_true")
+    health.add_argument("--json", action="store_true", help="one JSON object per provider")
     health.add_argument(
         "--timeout-ms", type=int, metavar="MS", help="override the spec's healthCheck.timeoutMs"
     )
 
     doctor = sub.add_parser("doctor", help="check everything a conversation needs (bounded)")
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help="one JSON object per check")
     doctor.add_argument(
-        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 8)"
+        "--echo",
+        action="store_true",
+        help="also calibrate the echo path (plays a 2 s probe) and save the duplex policy",
+    )
+    doctor.add_argument(
+        "--timeout-s", type=float, default=None, metavar="S", help="per network check (default 6)"
     )
 
     devices = sub.add_parser("devices", help="list audio devices")
-    devices.add_argument("--json", action="store_true")
+    devices.add_argument("--json", action="store_true", help="as JSON (name, kind, default)")
 
     talk = sub.add_parser("talk", help="one headless conversation from a WAV file")
     talk.add_argument("provider", nargs="?", metavar="PROVIDER", help=provider_help)
-    talk.add_argument("--input", type=Path, required=True, metavar="IN.wav")
-    talk.add_argument("--output", type=Path, metavar="OUT.wav")
-    talk.add_argument("--transcript", type=Path, metavar="OUT.jsonl")
+    talk.add_argument(
+        "--input", type=Path, required=True, metavar="IN.wav", help="WAV file used as the mic"
+    )
+    talk.add_argument(
+        "--output",
+        type=Path,
+        metavar="OUT.wav",
+        help="write the assistant's audio here (default: play it on the speaker)",
+    )
+    talk.add_argument(
+        "--transcript",
+        type=Path,
+        metavar="OUT.jsonl",
+        help="write every transcript event here, one JSON object per line",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="the full console against the bundled emulators: no key, no network",
+        description="Opens the console talking to local emulators of both providers, started "
+        "on free loopback ports: press Space, say anything, press Space again to hear a "
+        "spoken reply with speaker labels and a web search. Your config, keys and saved "
+        "conversations are not touched.",
+    )
+    demo.add_argument(
+        "provider", nargs="?", metavar="PROVIDER", help=provider_help + "; default mistral"
+    )
 
     usage = sub.add_parser("usage", help="today's usage per provider")
     usage.add_argument("provider", nargs="?", metavar="PROVIDER", help=provider_help)
-    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--json", action="store_true", help="as JSON")
 
     transcripts = sub.add_parser("transcripts", help="saved conversations")
     tr_sub = transcripts.add_subparsers(dest="transcripts_command", metavar="ACTION", required=True)
     tr_sub.add_parser("list", help="list saved sessions")
     export = tr_sub.add_parser("export", help="export a session as Markdown")
     export.add_argument("session", nargs="?", metavar="SESSION_ID", help="default: the latest")
-    export.add_argument("--out", type=Path, metavar="FILE")
+    export.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the Markdown here (default: stdout)"
+    )
     return parser
 
 
@@ -453,7 +486,15 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from voicetui.tui import app  # Textual, like the console itself
+
+    code: int = app.run_demo(args.provider)
+    return code
+
+
 COMMANDS = {
+    "demo": _cmd_demo,
     "specs": _cmd_specs,
     "config": _cmd_config,
     "keys": _cmd_keys,

@@ -8,7 +8,10 @@ Layout::
     [audio]
     input_device = "pulse"                  # by name; absent = system default
     output_device = "pulse"
-    duplex = "gated"                        # gated | half | full
+    duplex = "aec"                          # aec | gated | half | full (aec falls back to
+                                            #   gated where WebRTC AEC does not load)
+    echo_coupling_db = -12.0                # set by echo calibration: the measured echo path
+    echo_delay_ms = 40.0
     block_ms = 20
     prebuffer_ms = 20
 
@@ -47,7 +50,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import jsonschema
-import tomli_w
+import tomlkit
 
 from voicetui import fileio, paths
 from voicetui.audio.ports import DuplexPolicy
@@ -92,6 +95,8 @@ _AUDIO_SCHEMA: dict[str, Any] = {
         "duplex": {"enum": [p.value for p in DuplexPolicy]},
         "block_ms": {"type": "integer", "minimum": 5, "maximum": 200},
         "prebuffer_ms": {"type": "integer", "minimum": 0, "maximum": 2000},
+        "echo_coupling_db": {"type": "number", "minimum": -120, "maximum": 20},
+        "echo_delay_ms": {"type": "number", "minimum": 0, "maximum": 1000},
     },
 }
 _TOP_SCHEMA: dict[str, Any] = {
@@ -125,9 +130,11 @@ class AudioSettings:
 
     input_device: str | None = None
     output_device: str | None = None
-    duplex: DuplexPolicy = DuplexPolicy.GATED
+    duplex: DuplexPolicy = DuplexPolicy.AEC  # falls back to gated where AEC does not load
     block_ms: int = 20
     prebuffer_ms: int = 20
+    echo_coupling_db: float | None = None  # from echo calibration (voicetui doctor --echo)
+    echo_delay_ms: float | None = None
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -244,6 +251,10 @@ def extension_schema(spec: IntegrationSpec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- loading
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def load_config(path: Path | str | None = None) -> AppConfig:
@@ -376,9 +387,11 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     audio = AudioSettings(
         input_device=audio_doc.get("input_device"),
         output_device=audio_doc.get("output_device"),
-        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.GATED.value)),
+        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.AEC.value)),
         block_ms=int(audio_doc.get("block_ms", 20)),
         prebuffer_ms=int(audio_doc.get("prebuffer_ms", 20)),
+        echo_coupling_db=_opt_float(audio_doc.get("echo_coupling_db")),
+        echo_delay_ms=_opt_float(audio_doc.get("echo_delay_ms")),
     )
 
     providers: dict[str, dict[str, Any]] = {}
@@ -575,11 +588,27 @@ def _find_line(text: str, field_path: tuple[str, ...]) -> int | None:
 
 
 def save_config(cfg: AppConfig) -> None:
-    """Write ``cfg`` to ``cfg.path`` atomically (temp file in the same dir, fsync, rename),
-    mode 0600. The document is validated first, so a bad value never reaches the disk."""
-    doc = cfg.to_toml()
-    _build(cfg.path, doc, from_file=True, text="")
-    _atomic_write(cfg.path, tomli_w.dumps(doc).encode("utf-8"))
+    """Write what differs between ``cfg`` and the file at ``cfg.path`` (see
+    :func:`update_config`: comments, order and untouched keys stay as the user wrote them)."""
+    current = load_config(cfg.path)
+    audio: dict[str, Any] = {}
+    for f in dataclasses.fields(AudioSettings):
+        value = getattr(cfg.audio, f.name)
+        if value != getattr(current.audio, f.name):
+            audio[f.name] = value
+    providers: dict[str, dict[str, Any]] = {}
+    for key, options in cfg.providers.items():
+        before = current.provider_options(key)
+        changed = {k: v for k, v in options.items() if before.get(k) != v}
+        if changed:
+            providers[key] = changed
+    update_config(
+        cfg.path,
+        provider=cfg.provider if cfg.provider != current.provider else None,
+        theme=cfg.theme if cfg.theme != current.theme else None,
+        audio=audio,
+        providers=providers,
+    )
 
 
 def update_config(
@@ -592,39 +621,77 @@ def update_config(
 ) -> AppConfig:
     """Load the config, apply changes, validate, write atomically; return the new config.
 
-    ``audio`` uses :class:`AudioSettings` field names; ``providers`` maps a spec key or alias
-    to option changes. A ``None`` value resets that option to its default. A broken existing
-    file raises :class:`ConfigError` and is left untouched.
+    The file stays the user's own: it is edited with ``tomlkit``, so comments, order and
+    formatting survive, and only a key whose value really changes is written (a value equal
+    to what is already in effect, default or not, leaves the file alone; defaults are never
+    frozen into it). ``audio`` uses :class:`AudioSettings` field names; ``providers`` maps a
+    spec key or alias to option changes. A ``None`` value removes that key, so the default
+    applies again. A broken existing file raises :class:`ConfigError` and is left untouched;
+    with nothing to change the file is not written at all.
     """
     cfg = load_config(path)
-    doc = cfg.to_toml()
+    text = cfg.path.read_text(encoding="utf-8") if cfg.from_file else ""
+    doc = tomlkit.parse(text)
+    changed = False
     if provider is not None:
-        doc["provider"] = provider
-    if theme is not None:
+        try:
+            wanted = registry().resolve(provider)
+        except UnknownProvider as err:
+            raise ConfigError(f"{cfg.path}: provider: {err}", path=cfg.path) from None
+        if wanted != cfg.provider:
+            doc["provider"] = provider
+            changed = True
+    if theme is not None and theme != cfg.theme:
         doc["theme"] = theme
+        changed = True
     for name, value in (audio or {}).items():
-        if value is None:
-            doc["audio"].pop(name, None)
-        else:
-            doc["audio"][name] = value.value if isinstance(value, DuplexPolicy) else value
+        plain = value.value if isinstance(value, DuplexPolicy) else value
+        changed |= _edit(doc, ("audio",), name, plain, _audio_value(cfg.audio, name))
     for name, changes in (providers or {}).items():
         try:
             key = registry().resolve(name)
         except UnknownProvider as err:
             raise ConfigError(f"{cfg.path}: providers: {err}", path=cfg.path) from None
-        table = doc["providers"].setdefault(key, {})
-        defaults = provider_defaults(registry().get(key))
+        current = cfg.provider_options(key)
         for option, value in changes.items():
-            if value is None:
-                if option in defaults:
-                    table[option] = defaults[option]
-                else:
-                    table.pop(option, None)
-            else:
-                table[option] = value
-    new = _build(cfg.path, doc, from_file=True, text="")
-    _atomic_write(cfg.path, tomli_w.dumps(new.to_toml()).encode("utf-8"))
+            changed |= _edit(doc, ("providers", key), option, value, current.get(option))
+    if not changed:
+        return cfg
+    new_text = tomlkit.dumps(doc)
+    new = _build(cfg.path, doc.unwrap(), from_file=True, text=new_text)
+    _atomic_write(cfg.path, new_text.encode("utf-8"))
     return new
+
+
+def _audio_value(audio: AudioSettings, name: str) -> Any:
+    value = getattr(audio, name, None)
+    return value.value if isinstance(value, DuplexPolicy) else value
+
+
+def _edit(
+    doc: tomlkit.TOMLDocument, table_path: tuple[str, ...], key: str, value: Any, current: Any
+) -> bool:
+    """Set (or, for ``None``, remove) ``key`` in the table at ``table_path`` when that changes
+    anything; the table is created only when a value has to go into it. True if edited."""
+    container: Any = doc
+    for depth, part in enumerate(table_path):
+        if part not in container:
+            if value is None:
+                return False  # nothing to remove
+            # [providers] holds only sub-tables: a super table writes no empty header for it
+            container[part] = tomlkit.table(is_super_table=depth < len(table_path) - 1)
+        container = container[part]
+    if value is None:
+        if key in container:
+            del container[key]
+            return True
+        return False
+    if key in container and container[key] == value:
+        return False
+    if key not in container and value == current:
+        return False  # already in effect (the default): keep it out of the file
+    container[key] = value
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

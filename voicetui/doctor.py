@@ -19,10 +19,11 @@ import asyncio
 import json
 import platform
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from voicetui import logs
 from voicetui.config import AppConfig, load_config
@@ -32,11 +33,14 @@ from voicetui.providers.catalog import catalog_for, provider_module
 from voicetui.specs.registry import registry
 
 CheckStatus = Literal["ok", "warn", "fail", "skip"]
-NETWORK_TIMEOUT_S = 8.0  # per provider call; the run stays well under 20 s
+T = TypeVar("T")
+NETWORK_TIMEOUT_S = 6.0  # per provider call
+PROVIDER_BUDGET_S = 14.0  # all of one provider's calls together: the run stays under 20 s
 LOCAL_TIMEOUT_S = 6.0  # device listing, keyring (a hung D-Bus must not hang doctor)
 MIC_SECONDS = 2.0
 SILENCE_DBFS = -90.0  # below this the input is digital silence (all zeros, or nearly)
 QUIET_DBFS = -60.0
+SLOW_RTT_MS = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,7 @@ async def check_audio(ctx: DoctorContext) -> list[Check]:
     """PortAudio present (and its version); the input and output devices and their rates."""
     try:
         async with asyncio.timeout(LOCAL_TIMEOUT_S):
-            return await asyncio.to_thread(_portaudio_and_devices, ctx.config)
+            return await in_daemon_thread(_portaudio_and_devices, ctx.config)
     except TimeoutError:
         return [Check("portaudio", "fail", f"listing devices took over {LOCAL_TIMEOUT_S:.0f} s")]
     except Exception as err:  # a PortAudio surprise: report, never crash
@@ -143,7 +147,7 @@ async def check_microphone(ctx: DoctorContext) -> list[Check]:
     name = "microphone level"
     try:
         async with asyncio.timeout(ctx.mic_seconds + LOCAL_TIMEOUT_S):
-            rms, peak = await asyncio.to_thread(
+            rms, peak = await in_daemon_thread(
                 _record_level, ctx.config.audio.input_device, ctx.mic_seconds
             )
     except TimeoutError:
@@ -178,7 +182,7 @@ async def check_keyring(ctx: DoctorContext) -> list[Check]:
     """The keyring backend can be read (keys in the environment work without it)."""
     try:
         async with asyncio.timeout(LOCAL_TIMEOUT_S):
-            return [await asyncio.to_thread(_keyring_state, ctx.keys)]
+            return [await in_daemon_thread(_keyring_state, ctx.keys)]
     except TimeoutError:
         return [Check("keyring", "warn", f"no answer within {LOCAL_TIMEOUT_S:.0f} s (locked?)")]
     except Exception as err:
@@ -198,9 +202,22 @@ def handshake(spec_key: str) -> Handshake | None:
     return fn
 
 
+PARTS = ("key", "model", "voice", "handshake", "round trip")
+
+
 def _provider_checks(ctx: DoctorContext, spec_key: str) -> CheckFn:
     async def run(ctx: DoctorContext) -> list[Check]:
-        return await _check_provider(ctx, spec_key)
+        # the calls have their own timeouts; this also bounds the SDK import before them
+        limit = PROVIDER_BUDGET_S + 2
+        try:
+            async with asyncio.timeout(limit):
+                return await _check_provider(ctx, spec_key)
+        except TimeoutError:
+            short = registry().alias(spec_key)
+            return [Check(f"{short}: key", "fail", f"no result within {limit:.0f} s")] + [
+                Check(f"{short}: {part}", "skip", "the key check did not finish")
+                for part in PARTS[1:]
+            ]
 
     return run
 
@@ -210,13 +227,38 @@ async def _check_provider(ctx: DoctorContext, spec_key: str) -> list[Check]:
     short = reg.alias(spec_key)
     selected = ctx.config.provider == spec_key
     options = ctx.config.provider_options(spec_key)
-    names = [f"{short}: {part}" for part in ("key", "model", "voice", "handshake", "round trip")]
-    try:
-        source = await asyncio.to_thread(lambda: ctx.keys.get(spec_key).source)
-    except KeyringUnavailable:
-        source = "none"
-    timeout_ms = int(ctx.timeout_s * 1000)
-    result: HealthResult = await check(spec_key, ctx.config, ctx.keys, timeout_ms=timeout_ms)
+    names = [f"{short}: {part}" for part in PARTS]
+    deadline = time.monotonic() + PROVIDER_BUDGET_S
+
+    def budget_ms() -> int:  # each call gets its timeout, within the provider's budget
+        left = min(ctx.timeout_s, deadline - time.monotonic())
+        return max(int(left * 1000), 1)
+
+    try:  # a hung keyring (locked D-Bus) must not hang the run: a daemon thread, bounded
+        async with asyncio.timeout(LOCAL_TIMEOUT_S):
+            resolved = await in_daemon_thread(ctx.keys.get, spec_key)
+        key, source = resolved.value or "", str(resolved.source)
+    except (TimeoutError, KeyringUnavailable) as err:
+        key, source = "", "none"
+        why = (
+            f"the keyring did not answer within {LOCAL_TIMEOUT_S:.0f} s"
+            if isinstance(err, TimeoutError)
+            else str(err)
+        )
+        if not selected:
+            why = f"not the selected provider; {why}"
+        return [Check(names[0], "fail" if selected else "skip", why)] + [
+            Check(n, "skip", "no key") for n in names[1:]
+        ]
+    if not key:
+        result = HealthResult(
+            spec_key,
+            "no_key",
+            None,
+            f"no API key: run `voicetui keys set {short}` or set {reg.api_key_env(spec_key)}",
+        )
+    else:
+        result = await check(spec_key, ctx.config, api_key=key, timeout_ms=budget_ms())
     if result.status == "no_key":
         status: CheckStatus = "fail" if selected else "skip"
         why = result.detail if selected else f"not the selected provider; {result.detail}"
@@ -227,12 +269,14 @@ async def _check_provider(ctx: DoctorContext, spec_key: str) -> list[Check]:
         ]
     out = [Check(names[0], "ok", f"from the {source}; accepted")]
     out += _model_and_voice(spec_key, options, result, names[1], names[2])
-    out.append(await _handshake(ctx, spec_key, names[3]))
+    out.append(await _handshake(ctx, spec_key, names[3], key, budget_ms() / 1000))
     # the first call paid for connection set-up and the SDK's lazy sub-clients: time a
     # second, warm one for the round trip
-    again = await check(spec_key, ctx.config, ctx.keys, timeout_ms=timeout_ms)
-    rtt = again.latency_ms if again.latency_ms is not None else result.latency_ms or 0
-    out.append(Check(names[4], "ok" if rtt < 1500 else "warn", f"{rtt} ms (model listing)"))
+    again = await check(spec_key, ctx.config, api_key=key, timeout_ms=budget_ms())
+    rtt = again.latency_ms if again.ok and again.latency_ms is not None else result.latency_ms
+    rtt = rtt or 0
+    slow = rtt >= SLOW_RTT_MS  # past this a spoken turn feels broken
+    out.append(Check(names[4], "warn" if slow else "ok", f"{rtt} ms (model listing)"))
     return out
 
 
@@ -254,6 +298,12 @@ def _model_and_voice(
             if info is not None and life == "deprecated":
                 worst = "warn"
                 life += f", shuts down {info.shutdown}" if info.shutdown else ""
+            # a cascade (no realtime speech model) relies on its streaming STT for turns
+            cascade = catalog is not None and catalog.model_options.get("model") != "realtime"
+            realtime_stt = info is not None and info.role == "stt" and info.has("streaming")
+            server_vad = cascade and options.get("turnDetection") == "server_vad"
+            if realtime_stt and server_vad and info is not None and not info.has("turn_detection"):
+                life += "; no server turn detection: a local VAD ends turns"
             states.append(f"{model} ({life})")
         model_check = Check(model_name, worst, ", ".join(states))
     voice = str(options.get("defaultVoice"))
@@ -264,25 +314,46 @@ def _model_and_voice(
     return [model_check, voice_check]
 
 
-async def _handshake(ctx: DoctorContext, spec_key: str, name: str) -> Check:
+async def _handshake(
+    ctx: DoctorContext, spec_key: str, name: str, key: str, timeout_s: float
+) -> Check:
     """Open the realtime socket the conversation would use, then close it."""
     settings = ctx.config.provider_settings(spec_key)
-    key = ctx.keys.get(spec_key).value or ""
     logs.register_secret(key)
     opener = handshake(spec_key)
     if opener is None:
         return Check(name, "skip", "this provider has no realtime handshake check")
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(ctx.timeout_s):
+        async with asyncio.timeout(timeout_s):
             what = await opener(settings.base_url, key, settings)
     except TimeoutError:
-        return Check(name, "fail", f"no realtime session within {ctx.timeout_s:.0f} s")
+        return Check(name, "fail", f"no realtime session within {timeout_s:.0f} s")
     except Exception as err:
         text = _line(str(err)).replace(key, logs.REDACTED) if key else _line(str(err))
         return Check(name, "fail", f"{type(err).__name__}: {logs.redact(text)}")
     ms = round((time.perf_counter() - started) * 1000)
     return Check(name, "ok", f"{what} opened and closed in {ms} ms")
+
+
+async def check_echo(ctx: DoctorContext) -> list[Check]:
+    """``--echo``: play a probe, measure the echo path, save the duplex policy it implies."""
+    from voicetui.audio.calibrate import PROBE_S, calibrate_echo, config_changes
+    from voicetui.config import update_config
+
+    name = "echo path"
+    try:
+        async with asyncio.timeout(PROBE_S + LOCAL_TIMEOUT_S):
+            result = await calibrate_echo(ctx.config.audio)
+    except TimeoutError:
+        return [Check(name, "fail", "the devices did not play and record the probe in time")]
+    except Exception as err:
+        return [Check(name, "fail", f"cannot calibrate: {type(err).__name__}: {_line(str(err))}")]
+    try:
+        update_config(ctx.config.path, audio=config_changes(result))
+    except Exception as err:  # ConfigError, an unwritable dir: measured, not saved
+        return [Check(name, "warn", f"{result.summary()}; not saved: {_line(str(err))}")]
+    return [Check(name, "ok", f"{result.summary()} (saved to {ctx.config.path})")]
 
 
 # ----------------------------------------------------------------------------------- running
@@ -322,6 +393,36 @@ async def run_checks(
     return [c for group in groups for c in group]
 
 
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a daemon thread: unlike ``asyncio.to_thread``, a call that never
+    returns (a hung D-Bus, a stuck audio driver) neither blocks the loop's shutdown nor the
+    process's exit; the caller bounds the wait with a timeout."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        outcome: tuple[bool, Any]
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as err:  # handed to the waiting coroutine, not swallowed
+            outcome = (False, err)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the run ended (timed out) and its loop is closed: nobody waits
+            return
+
+    threading.Thread(target=work, name="doctor-check", daemon=True).start()
+    return await future
+
+
 def passed(checks: Sequence[Check]) -> bool:
     """Nothing failed (warnings and skips are fine)."""
     return all(c.status != "fail" for c in checks)
@@ -339,12 +440,14 @@ def format_report(checks: Sequence[Check]) -> str:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """``voicetui doctor [--json] [--timeout-s S]``."""
+    """``voicetui doctor [--json] [--timeout-s S] [--echo]``."""
     config = load_config(args.config)
     timeout = args.timeout_s if args.timeout_s and args.timeout_s > 0 else NETWORK_TIMEOUT_S
-    ctx = DoctorContext(config=config, keys=KeyStore(), timeout_s=min(timeout, 15.0))
+    ctx = DoctorContext(config=config, keys=KeyStore(), timeout_s=min(timeout, PROVIDER_BUDGET_S))
     started = time.perf_counter()
     checks = asyncio.run(run_checks(ctx))
+    if getattr(args, "echo", False):  # after the others: the mic check must not hear the probe
+        checks += asyncio.run(run_checks(ctx, [check_echo]))
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({"checks": [c.to_json() for c in checks]}, indent=2))

@@ -85,12 +85,12 @@ def key_problem(key: str) -> str | None:
 
 
 def mask(value: str | None) -> str:
-    """``****abcd``: at most the last 4 characters, fewer for short values (a quarter of
-    the length), and a fixed-width prefix so the length does not show."""
+    """``****abcd``: always ``****`` and the last 4 characters, so every mask has the same
+    shape and the length does not show; a value too short to spare 4 (under 8 characters,
+    never a real key) shows none of them."""
     if not value:
         return ""
-    shown = min(4, len(value) // 4)
-    return "****" + (value[-shown:] if shown else "")
+    return "****" + (value[-4:] if len(value) >= 8 else "")
 
 
 def _unavailable(err: BaseException | None, env_var: str) -> KeyringUnavailable:

@@ -93,6 +93,10 @@ def test_talk_on_a_full_disk_says_so_and_exits_non_zero(
     assert result.returncode != 0, result.stderr
     assert "transcript not saved: disk full at" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    # one line per file the disk refused (the session's and --transcript's), nothing else
+    refused = result.stderr.strip().splitlines()
+    assert all(line.startswith("voicetui talk: transcript not saved:") for line in refused)
+    assert len(refused) == len(set(refused)) <= 2, refused
     # the conversation itself still printed
     assert "assistant: Sunny and warm" in result.stdout
     # complete lines or nothing, in both files

@@ -65,3 +65,23 @@ def test_the_log_file_rotates(tmp_path: Path) -> None:
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in target.parent.glob("voicetui.log*"))
     finally:
         logs.setup_logging(logging.INFO)
+
+
+@pytest.mark.timeout(120)
+def test_talk_runs_without_a_writable_state_dir(tmp_path: Path) -> None:
+    from adv_support import write_clip, write_config
+
+    from voicetui.testing.emulators.cli import emulator_process
+
+    with emulator_process(
+        "openai", "--pace", "0", "--user-text", "Hi there.", "--reply", "Hello."
+    ) as url:
+        write_config(url)
+        clip = write_clip(tmp_path / "q.wav", "Hi there")
+        result = voicetui(
+            "talk", "openai", "--input", str(clip), "--output", str(tmp_path / "a.wav"),
+            XDG_STATE_HOME=BROKEN["XDG_STATE_HOME"], XDG_CACHE_HOME=BROKEN["XDG_CACHE_HOME"],
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "assistant: Hello." in result.stdout
+    assert "Traceback" not in result.stderr

@@ -44,12 +44,16 @@ COUPLING_FLOOR_DB = -80.0  # "no echo path": the coupling measured with headphon
 ECHO_DOMINANT_RHO = 0.5  # correlation above which a window is mostly echo (>= -6 dB of it)
 ANALYSIS_RATE = 8_000  # speech band is enough to find the echo; 3x cheaper than 24 kHz
 CLEAR_EXTRA_DB = 6.0  # over margin_db by this much: a measured gate decides on one frame
-MEASUREMENT_HOLD_S = 1.0
-ERLE_FRAMES = 150  # aec: the cancellation of the last 3 s of echo-only frames...
+SETTLE_MIC_S = 0.2  # the mic's first frames arrive in bursts: they only seed the clock
+MEASUREMENT_HOLD_S = 1.0  # the coupling is the loudest measurement of the last second
+ERLE_FRAMES = 50  # aec: the cancellation of the last second of echo-only frames...
 ERLE_MIN_FRAMES = 25  # ...once half a second of them was seen...
-ERLE_PERCENTILE = (
-    5.0  # ...taken at its worst 5 %  # the coupling is the loudest measurement of the last second
-)
+ERLE_PERCENTILE = 5.0  # ...taken at its worst 5 %
+NO_ECHO_PATH_DB = -50.0  # a measured coupling below this: no echo path (headphones)
+ECHO_ONLY_RHO = 0.8  # aec: a raw frame this correlated with the speaker is echo only
+AEC_OPEN_ERLE_DB = 20.0  # an echo-only frame cancelled less than this...
+AEC_LEAK_DBFS = -50.0  # ...and still audible closes the mic over the assistant...
+AEC_HOLD_S = 0.5  # ...for this long (AEC3 re-converges within a few hundred ms)
 
 
 class EchoReference(Protocol):
@@ -71,7 +75,7 @@ class EchoGate:
         margin_db: float = 8.0,
         sustain_ms: float = 60.0,
         echo_window_s: float = 0.25,
-        initial_coupling_db: float = 0.0,
+        initial_coupling_db: float | None = None,
         coupling_release_db_s: float = 6.0,
         coupling_attack_db_s: float = 50.0,
         reference: SpeakerReference | None = None,
@@ -85,7 +89,7 @@ class EchoGate:
         self.sustain_ms = sustain_ms
         self.echo_window_s = echo_window_s
         # speaker->mic gain in dB; starts pessimistic (echo as loud as the playback) and adapts
-        self.coupling_db = initial_coupling_db
+        self.coupling_db = 0.0 if initial_coupling_db is None else initial_coupling_db
         self._release_db_s = coupling_release_db_s
         self._attack_db_s = coupling_attack_db_s
         self._run_ms = 0.0
@@ -110,8 +114,11 @@ class EchoGate:
         self._clearly_user = False  # latest frame: speech far above a measured echo
         # aec: the raw mic's latest level, and cancellation (dB) of recent echo-only frames
         self._raw_db: float | None = None
+        self._raw_rho = 0.0  # the latest raw frame's correlation with the delayed speaker
         self._erle: deque[float] = deque(maxlen=ERLE_FRAMES)
         self.erle_db = 0.0
+        self._aec_hold = 0.0  # aec: mic closed over the assistant until then
+        self._xruns = 0  # the speaker's underflow count last seen
 
     # ------------------------------------------------------------------ state
     def assistant_audible(self) -> bool:
@@ -139,8 +146,17 @@ class EchoGate:
 
     # ------------------------------------------------------------------ BargeInGate
     def mic_open(self) -> bool:
-        """False only in half duplex while the assistant is audible."""
-        return not (self.policy is DuplexPolicy.HALF and self.assistant_audible())
+        """False in half duplex while the assistant is audible, and under ``aec`` while the
+        canceller is not measured to work (converging at the start, or upset by a glitch):
+        the provider must not hear the echo it would take for the user."""
+        if self.policy is DuplexPolicy.HALF:
+            return not self.assistant_audible()
+        if self.policy is DuplexPolicy.AEC and self._raw_db is not None:
+            if self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB:
+                return True  # measured: nothing comes back (headphones), nothing to cancel
+            unproven = len(self._erle) < ERLE_MIN_FRAMES or time.monotonic() < self._aec_hold
+            return not (unproven and self.assistant_audible())
+        return True
 
     def allows_barge_in(self) -> bool:
         """True if recent user speech may interrupt the assistant."""
@@ -207,13 +223,41 @@ class EchoGate:
         """Under ``aec``: the microphone before cancellation (called just before
         :meth:`observe_mic` gets the same frame cleaned). The echo path is measured on it."""
         self._raw_db = frame.rms_dbfs
+        self._raw_rho = 0.0
+        xruns = int(getattr(self.output, "xruns", 0))
+        if xruns != self._xruns:  # the speaker skipped: the echo path moved, AEC3 re-adapts
+            self._xruns = xruns
+            self._aec_hold = time.monotonic() + AEC_HOLD_S
         if self.reference is None:
             return
         self._keep_mic(frame)
         if self.assistant_audible():
             self._tick_measure(frame)
+            self._raw_rho = self._frame_rho(frame)
         else:
             self._since_analysis_s = self._every_s
+
+    def _frame_rho(self, frame: CaptureFrame) -> float:
+        """How much of this raw frame is the echo: its normalised correlation with the
+        speaker signal one echo delay earlier (best within +-2 ms of clock jitter)."""
+        if self.reference is None or self._mic_offset is None or self.measurements == 0:
+            return 0.0
+        mic = frame.pcm.astype(np.float64) / 32768.0
+        jitter = int(0.002 * ENGINE_RATE)
+        t1 = self._mic_offset + self._mic_written / ENGINE_RATE - self.echo_delay_s
+        t0 = t1 - len(mic) / ENGINE_RATE
+        ref = self.reference.segment(t0 - jitter / ENGINE_RATE, t1 + jitter / ENGINE_RATE)
+        if ref is None or len(ref) < len(mic):
+            return 0.0
+        r = ref.astype(np.float64)
+        corr = np.correlate(r, mic, mode="valid")
+        csum = np.concatenate(([0.0], np.cumsum(r * r)))
+        e_r = csum[len(mic) :] - csum[: len(r) - len(mic) + 1]
+        e_m = float(np.dot(mic, mic))
+        if e_m <= 0 or float(e_r.max()) <= 0:
+            return 0.0
+        rho = np.abs(corr) / np.sqrt(np.maximum(e_r, 1e-20) * e_m)
+        return float(rho.max())
 
     def _tick_measure(self, frame: CaptureFrame) -> None:
         self._since_analysis_s += frame.duration_ms / 1000.0
@@ -223,14 +267,20 @@ class EchoGate:
 
     def _residual_echo_dbfs(self, raw_echo: float, raw_db: float, clean_db: float) -> float:
         """The echo left after cancellation: the raw echo less the cancellation measured on
-        frames that were only echo (raw mic no louder than its expected echo). A low
+        frames that were only echo (the raw frame correlates with the speaker signal one
+        echo delay earlier at >= ``ECHO_ONLY_RHO``: nobody else is talking). A low
         percentile of recent frames: the canceller lets a transient through now and then."""
         if raw_echo <= SILENCE_DBFS:
             return SILENCE_DBFS
-        if self.measurements > 0 and raw_db <= raw_echo + 1.0 and raw_db > AUDIBLE_FLOOR_DBFS:
-            self._erle.append(raw_db - clean_db)
-        if len(self._erle) < ERLE_MIN_FRAMES:
-            return raw_echo  # not measured yet: as strict as gated
+        # only loud echo frames (within 10 dB of the loudest expected): on quiet ones the
+        # residual sits on the canceller's floor and would understate what it achieves
+        if self._raw_rho >= ECHO_ONLY_RHO and raw_db > max(raw_echo - 10.0, AUDIBLE_FLOOR_DBFS):
+            erle = raw_db - clean_db
+            self._erle.append(erle)
+            if erle < AEC_OPEN_ERLE_DB and clean_db > AEC_LEAK_DBFS:
+                self._aec_hold = time.monotonic() + AEC_HOLD_S  # the canceller slipped
+        if len(self._erle) < ERLE_MIN_FRAMES or time.monotonic() < self._aec_hold:
+            return raw_echo  # not measured yet, or just slipped: as strict as gated
         self.erle_db = float(np.percentile(self._erle, ERLE_PERCENTILE))
         return raw_echo - max(self.erle_db, 0.0)
 
@@ -251,7 +301,8 @@ class EchoGate:
         self._mic_written += n
         # frames reach the loop late by a varying amount: the earliest arrival is the truest
         offset = frame.captured_at - self._mic_written / ENGINE_RATE
-        if self._mic_offset is None or offset < self._mic_offset:
+        settling = self._mic_written <= SETTLE_MIC_S * ENGINE_RATE  # start-up bursts
+        if self._mic_offset is None or settling or offset < self._mic_offset:
             self._mic_offset = offset
         else:
             self._mic_offset += 0.02 * (offset - self._mic_offset)

@@ -58,6 +58,7 @@ class AudioOptions:
     duplex: DuplexPolicy | str = DuplexPolicy.GATED
     block_ms: int = 20
     prebuffer_ms: int = 20
+    echo_coupling_db: float | None = None
 
 
 @dataclass
@@ -164,7 +165,9 @@ def open_audio(
             # render + capture buffering; AEC3 finds the acoustic delay on its own
             delay_ms = round(block_ms + PLAYBACK_BLOCK_MS)
             mic = aec.EchoCancelledInput(audio_in, aec.EchoCanceller(reference, delay_ms))
-    gate = EchoGate(audio_out, policy, reference=reference)
+    # a calibrated echo path is where the gate starts (it goes on measuring)
+    coupling = getattr(settings, "echo_coupling_db", None)
+    gate = EchoGate(audio_out, policy, reference=reference, initial_coupling_db=coupling)
     if isinstance(mic, EchoCancelledInput):
         mic.on_raw = gate.observe_raw
     return AudioRig(mic, audio_out, gate)

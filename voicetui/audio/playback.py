@@ -76,7 +76,7 @@ class DeviceOutput(DeviceStream):
             self.rate, prebuffer_ms=self.prebuffer_ms, max_prebuffer_ms=self.max_prebuffer_ms
         )
         self._resampler = StreamResampler(ENGINE_RATE, self.rate)
-        stream = self._open(sd.OutputStream, dev, "float32", self._callback)
+        stream = await self._open_async(sd.OutputStream, dev, "float32", self._callback)
         self._out_latency = float(stream.latency)
 
     async def stop(self) -> None:

@@ -19,6 +19,7 @@ from voicetui.audio.level import SILENCE_DBFS, rms_dbfs_float
 from voicetui.audio.ports import ENGINE_RATE
 
 Float32Array = npt.NDArray[np.float32]
+SETTLE_BLOCKS = 20  # output callbacks (200 ms at 10 ms blocks) before the clock is trusted
 
 
 class SpeakerReference:
@@ -30,6 +31,7 @@ class SpeakerReference:
         self._ring: Float32Array = np.zeros(0, dtype=np.float32)
         self._written = 0  # samples written since the start (index of the next one)
         self._offset: float | None = None  # monotonic time of sample 0 (smoothed, see write)
+        self._writes = 0
         self._lock = threading.Lock()
 
     def write(self, block: Float32Array, rate: int, dac_time: float) -> None:
@@ -40,6 +42,7 @@ class SpeakerReference:
                 self.rate = rate
                 self._ring = np.zeros(max(int(rate * self.seconds), n), dtype=np.float32)
                 self._written = 0
+                self._writes = 0
                 self._offset = None
             size = len(self._ring)
             start = self._written % size
@@ -50,7 +53,10 @@ class SpeakerReference:
             # the callback's clock reading jitters by the scheduler's delay: the earliest
             # (least delayed) reading is the truest, so follow drops at once and rises slowly
             offset = dac_time - self._written / rate
-            if self._offset is None or offset < self._offset:
+            self._writes += 1
+            # the first callbacks prefill the device buffer in a burst: their clock readings
+            # say nothing about when their samples play, so they only seed the estimate
+            if self._offset is None or self._writes <= SETTLE_BLOCKS or offset < self._offset:
                 self._offset = offset
             else:
                 self._offset += 0.02 * (offset - self._offset)

@@ -110,7 +110,7 @@ def build_engine(
         gate=rig.gate,
         store=store if store is not None else TranscriptStore(),
         usage=usage if usage is not None else UsageStore(),
-        state_dir=paths.state_dir(),
+        state_dir=paths.state_location(),  # created on first write: read-only is no crash
         end_when_input_ends=(input_wav is not None)
         if end_when_input_ends is None
         else end_when_input_ends,

@@ -728,7 +728,8 @@ class ConversationEngine:
         """The disk refused the transcript (called once, from the writer thread): say so."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            event = ErrorEvent(message=f"{message} — export it elsewhere", code="storage")
+            text = f"{message}; the conversation goes on (export it to another disk)"
+            event = ErrorEvent(message=text, code="storage")
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._emit, event)
 

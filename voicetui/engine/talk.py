@@ -6,9 +6,11 @@ The real conversation loop, headless, with a WAV file as the microphone:
 * server VAD: the file is fed at real-time pace like a microphone, the replies are played
   (to OUT.wav, or the speaker) in real time too, so barge-in behaves as it would live.
 
-Prints the transcript as it goes (``[0.1s -> 1.5s] speaker_1: text`` when speaker and times
-are known, else ``user: text``; ``assistant: text``), writes every transcript event to
-OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line saying why —
+Prints the transcript as it goes, one user line per turn (the diarized one when there is one,
+in the seed's form ``[0.1s -> 1.5s] speaker_1 : text``, else ``user: text``) and
+``assistant: text``; while a reply plays, a progress line on a terminal's stderr. Writes every
+transcript event to OUT.jsonl (fsynced at each final), and exits 0, or non-zero with one line
+saying why. Native audio libraries' noise (ALSA) goes to the log, not to stderr. Exits non-zero
 also when any turn got no complete reply (a reply lost to a fault, or none at all).
 """
 
@@ -40,7 +42,7 @@ from voicetui.engine.events import (
     UserTranscript,
 )
 from voicetui.engine.session import ConversationEngine
-from voicetui.engine.transcript import JsonlWriter, TranscriptStore, format_user_line
+from voicetui.engine.transcript import JsonlWriter, TranscriptStore
 
 log = logging.getLogger("voicetui.talk")
 
@@ -66,29 +68,69 @@ def not_audio(event: Event) -> bool:
     return not isinstance(event, AssistantAudio)
 
 
-class Printer:
-    """Prints the conversation as it happens: lines to ``out``, notices to ``err``."""
+RELABEL_WAIT_S = 3.0  # longest a reply's line waits for its turn's diarized relabel
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+
+def seed_line(text: str, speaker: str | None, start: float | None, end: float | None) -> str:
+    """A user line as the seed prints a diarized segment: ``[0.1s -> 1.5s] speaker_1 : text``
+    (``user: text`` without speaker and times)."""
+    if speaker and start is not None and end is not None:
+        return f"[{start:.1f}s -> {end:.1f}s] {speaker} : {text}"
+    return f"{speaker or 'user'}: {text}"
+
+
+class Printer:
+    """Prints the conversation as it happens: lines to ``out``, notices to ``err``.
+
+    One user line per turn. With ``relabels`` (the provider runs a diarized second pass over
+    each turn) a plain final is held until the turn's relabel replaces it, and the reply's
+    line waits behind it, at most :data:`RELABEL_WAIT_S` after the reply is complete; the
+    next turn or the session's end releases them too. Without, the plain line prints at once.
+    """
+
+    def __init__(
+        self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, *, relabels: bool = False
+    ) -> None:
         self.out = out
         self.err = err
         self.fatal: str | None = None
+        self.relabels = relabels
+        self._pending: dict[str, list[str]] = {}  # turn -> plain final lines not printed yet
+        self._held: list[str] = []  # reply lines waiting behind a pending user line
+        self._timer: asyncio.TimerHandle | None = None
+        self._relabelled: set[str] = set()
+        self._printed_plain: set[str] = set()
+        self._playing: dict[str, float] = {}  # reply -> seconds of audio queued so far
+        self._progress_shown = False
+        self._live = bool(getattr(err, "isatty", lambda: False)())
         self.lost: str | None = None  # why the first turn without a complete reply had none
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, UserTranscript) and event.final:
-            line = format_user_line(event.text, event.speaker, event.start, event.end)
-            # a diarized relabel prints as its own line, in the seed's exact form
-            self._say(line)
+        if isinstance(event, UserTranscript):
+            if event.final:
+                self._user(event)
+            return
+        if isinstance(event, AssistantAudio):
+            seconds = self._playing.get(event.turn_id, 0.0) + event.samples / event.sample_rate
+            self._playing[event.turn_id] = seconds
+            self._progress(f"assistant speaking… {seconds:.1f} s")
         elif isinstance(event, AssistantTextFinal):
+            self._playing.pop(event.turn_id, None)
             mark = " [interrupted]" if event.interrupted else ""
-            self._say(f"assistant: {event.text}{mark}")
+            line = f"assistant: {event.text}{mark}"
+            if self._pending:
+                self._held.append(line)  # its user line may still be relabelled
+                self._later(RELABEL_WAIT_S)
+            else:
+                self._say(line)
             if event.reason:
                 self._lost(event.reason, specific=True)
         elif isinstance(event, AssistantDone):
             if event.status == "failed":
                 self._lost("the reply failed")
         elif isinstance(event, ErrorEvent):
+            if event.code == "storage":
+                return  # said once at exit, with the exit status it causes
             if event.code == "timeout":
                 self._lost(event.message)
             if event.fatal:
@@ -104,15 +146,79 @@ class Printer:
             self._note("reconnected")
         elif isinstance(event, SessionWarning):
             self._note(event.message)
+        elif isinstance(event, SessionEnded):
+            self._release()
+
+    def _user(self, event: UserTranscript) -> None:
+        line = seed_line(event.text, event.speaker, event.start, event.end)
+        if event.relabel:
+            # the diarized pass replaces the turn's plain line that was held back; one that
+            # comes after the plain line was printed stays in OUT.jsonl only
+            if event.turn_id in self._printed_plain:
+                return
+            self._pending.pop(event.turn_id, None)
+            self._relabelled.add(event.turn_id)
+            self._say(line)
+            if self._held:
+                self._later(0.0)  # after the turn's other segments, emitted right along
+        elif event.speaker is not None and event.start is not None:
+            self._say(line)  # diarized from the start (one segment per line)
+        elif event.turn_id in self._relabelled:
+            return
+        elif not self.relabels:
+            self._say(line)
+        else:
+            self._release()  # an earlier turn's lines go first
+            self._pending.setdefault(event.turn_id, []).append(line)
+
+    def _later(self, delay: float) -> None:
+        """Release held lines after ``delay`` on the running loop (at once without one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._release()
+            return
+        self._timer = loop.call_later(delay, self._release)
+
+    def _release(self) -> None:
+        """Print what is held: plain user lines (no relabel came), then the replies."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for turn_id, lines in self._pending.items():
+            self._printed_plain.add(turn_id)
+            for line in lines:
+                self._say(line)
+        self._pending.clear()
+        held, self._held = self._held, []
+        for line in held:
+            self._say(line)
+
+    def _progress(self, text: str) -> None:
+        """One line on a terminal's stderr, rewritten in place (nothing when redirected)."""
+        if self._live:
+            self.err.write(f"\r\033[K{text}")
+            self.err.flush()
+            self._progress_shown = True
+
+    def _clear_progress(self) -> None:
+        if self._progress_shown:
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self._progress_shown = False
 
     def _lost(self, reason: str, *, specific: bool = False) -> None:
         if self.lost is None or (specific and self.lost == "the reply failed"):
             self.lost = reason
 
     def _say(self, line: str) -> None:
+        self._clear_progress()
         print(line, file=self.out, flush=True)
 
     def _note(self, line: str) -> None:
+        self._clear_progress()
         print(line, file=self.err, flush=True)
 
 
@@ -158,6 +264,9 @@ def prepare(
         writer = JsonlWriter(Path(transcript), keep=not_audio, replace=True)
         engine.subscribe(writer.append)
         writers.append(writer)
+    if printer is not None:
+        # a provider with a diarized second pass declares its model (a relabel will come)
+        printer.relabels = "diarizeModel" in settings.extras
     engine.subscribe(printer or Printer())
     return engine, writers
 
@@ -199,7 +308,16 @@ async def run(engine: ConversationEngine, writers: list[Writer] | None = None) -
 
 def cli_main(args: argparse.Namespace) -> int:
     """Entry point from ``voicetui.cli``; returns the exit code, never a traceback."""
-    printer = Printer()
+    from voicetui.stderr_guard import stderr_to_log
+
+    # ALSA (through PortAudio) writes underrun and probe noise straight to fd 2: that goes
+    # to the log; our own notices use the stream that still reaches the terminal.
+    with stderr_to_log() as terminal:
+        return _talk(args, terminal)
+
+
+def _talk(args: argparse.Namespace, err: TextIO) -> int:
+    printer = Printer(err=err)
     try:
         engine, writers = prepare(args, printer)
         ended = asyncio.run(run(engine, writers))
@@ -209,7 +327,7 @@ def cli_main(args: argparse.Namespace) -> int:
         if not _known(exc):
             log.exception("voicetui talk failed")
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"voicetui talk: {message}", file=sys.stderr, flush=True)
+        print(f"voicetui talk: {message}", file=err, flush=True)
         return EXIT_CONFIG if type(exc).__name__ == "ConfigError" else EXIT_FAIL
     # the transcript is written off the loop: wait for it, then say if the disk said no
     for writer in writers:
@@ -217,7 +335,7 @@ def cli_main(args: argparse.Namespace) -> int:
     failures = list(dict.fromkeys(w.failure for w in writers if w.failure))
     if failures:
         for failure in failures:
-            print(f"voicetui talk: {failure}", file=sys.stderr, flush=True)
+            print(f"voicetui talk: {failure}", file=err, flush=True)
         return EXIT_FAIL
     if ended.code == "user":
         return EXIT_INTERRUPTED  # only Ctrl+C / SIGTERM end a talk run early
@@ -231,7 +349,7 @@ def cli_main(args: argparse.Namespace) -> int:
         )
         return EXIT_FAIL
     reason = printer.fatal or ended.reason
-    print(f"voicetui talk: {reason}", file=sys.stderr, flush=True)
+    print(f"voicetui talk: {reason}", file=err, flush=True)
     return EXIT_FAIL
 
 

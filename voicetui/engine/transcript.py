@@ -366,7 +366,8 @@ def cli_main(args: argparse.Namespace) -> int:
     command = getattr(args, "transcripts_command", None) or "list"
     if command == "list":
         try:
-            sessions = store.sessions()
+            # a session that never got a line (a failed `talk`, no key) is not a conversation
+            sessions = [s for s in store.sessions() if s.lines > 0]
         except OSError as err:
             where = store.directory
             print(f"voicetui: cannot read {where}: {fileio.reason(err)}", file=sys.stderr)

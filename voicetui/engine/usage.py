@@ -215,6 +215,7 @@ def _totals(raw: Any) -> UsageTotals:
 
 def cli_main(args: argparse.Namespace) -> int:
     """``voicetui usage [PROVIDER] [--json]``: today's and recent totals per provider."""
+    fileio.writer().drain()  # this process's queued flushes first (tests, the console)
     store = UsageStore()
     provider = getattr(args, "provider", None)
     keys = [provider] if provider else store.providers()

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicetui.tui")
 
+HEALTH_EVERY_S = 240.0  # idle re-check period of the health line
 FROZEN_ENV = "VOICETUI_TUI_FROZEN"
 """Set to 1 for deterministic screens (snapshots): fixed timer, no live meters or blink."""
 
@@ -68,8 +69,10 @@ class VoiceTuiApp(App[int]):
         keys: KeyStore | None = None,
         input_wav: Path | None = None,
         output_wav: Path | None = None,
+        welcome: str | None = None,
     ) -> None:
         super().__init__()
+        self.welcome = welcome  # an extra first line for the transcript (the demo's)
         self.config_path = config_path
         self._config = config
         self.frozen = os.environ.get(FROZEN_ENV) == "1" if frozen is None else frozen
@@ -88,6 +91,7 @@ class VoiceTuiApp(App[int]):
         self._engine_worker: Worker[None] | None = None
         self._engine_task: tuple[ConversationEngine, asyncio.Task[SessionEnded]] | None = None
         self._ending = False
+        self._end_reason = "app closed"
 
     # --- shared services -------------------------------------------------------------------
 
@@ -139,6 +143,45 @@ class VoiceTuiApp(App[int]):
         assert isinstance(screen, ConsoleScreen)
         return screen
 
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's own palette entries, said so they cannot be mistaken for the app's:
+        its "Keys" is the key-bindings help (the API keys are "API keys"), and "Screenshot"
+        saves into voicetui's data folder and says where, or why not."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand(
+                    "Key bindings help",
+                    "show or hide the keyboard shortcuts of this screen",
+                    command.callback,
+                )
+            elif command.title == "Screenshot":
+                yield SystemCommand(
+                    "Screenshot",
+                    f"save an SVG of the screen in {screenshots_dir()}",
+                    lambda: self.set_timer(0.1, self.save_screen_svg),
+                )
+            else:
+                yield command
+
+    def save_screen_svg(self) -> Path | None:
+        """Save an SVG of the screen; notify where it went, or why it could not be saved."""
+        import time
+
+        folder = screenshots_dir()
+        name = time.strftime("voicetui-%Y%m%d-%H%M%S.svg")
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = Path(self.save_screenshot(filename=name, path=str(folder)))
+        except OSError as exc:
+            self.notify(
+                f"screenshot not saved: cannot write {folder}: {exc.strerror}",
+                severity="error",
+                timeout=8,
+            )
+            return None
+        self.notify(f"screenshot saved to {path}", title="Screenshot", timeout=6)
+        return path
+
     def get_default_screen(self) -> Screen[Any]:
         """The console is the home screen."""
         return ConsoleScreen()
@@ -177,6 +220,9 @@ class VoiceTuiApp(App[int]):
                     self.refresh_devices(), name="device scan", group="devices"
                 ),
             )
+        if self.health_on_start and not self.frozen:
+            # and every few minutes while idle, so a provider that went away shows
+            self.set_interval(HEALTH_EVERY_S, self._idle_health_check)
         if self.health_on_start:
             # after the session's own SDK import, so they do not compete at start-up
             if self.autostart:
@@ -201,9 +247,8 @@ class VoiceTuiApp(App[int]):
 
         try:
             resolved = await asyncio.to_thread(self.keys.get, spec_key)
-        except KeyringUnavailable as exc:
-            self.notify(str(exc), title="Keyring", severity="warning", timeout=10)
-            return "none"
+        except KeyringUnavailable:
+            return "none"  # the keys screen says so, with the environment way instead
         return str(resolved.source) if resolved.value else "none"
 
     # --- background work -------------------------------------------------------------------
@@ -228,10 +273,19 @@ class VoiceTuiApp(App[int]):
             )
 
     def run_health_checks(self, spec_key: str | None = None) -> None:
-        """Check one or all providers in the background; results arrive as HealthUpdated."""
+        """Check one or all providers in the background; results arrive as HealthUpdated.
+        The console's health line says "checking…" meanwhile."""
+        self.console_screen.health_checking()
         self.run_background(
             self._health(spec_key), name="health check", group="health", exclusive=True
         )
+
+    def _idle_health_check(self) -> None:
+        from voicetui.engine.events import State
+
+        engine = self.engine
+        if engine is None or engine.state in (State.LISTENING, State.IDLE, State.ENDED):
+            self.run_health_checks()
 
     async def _health(self, spec_key: str | None) -> None:
         # In a thread with its own event loop: the checks read the keyring (D-Bus) and
@@ -270,6 +324,7 @@ class VoiceTuiApp(App[int]):
             log.info("voice list for %s unavailable: %s", spec_key, exc)
             return self.voices.get(spec_key) or fallback
         self.voices[spec_key] = list(voices) or fallback
+        self.console_screen.voices_loaded(spec_key)
         return self.voices[spec_key]
 
     # --- the conversation session ----------------------------------------------------------
@@ -279,14 +334,20 @@ class VoiceTuiApp(App[int]):
         """True while an engine exists (connecting, live or ending)."""
         return self.engine is not None
 
-    def start_session(self, provider_key: str | None = None) -> None:
-        """Build and run a new engine (replacing the current one) in a worker."""
+    def start_session(
+        self, provider_key: str | None = None, *, reason: str = "new session"
+    ) -> None:
+        """Build and run a new engine (replacing the current one) in a worker; ``reason``
+        is what the ending session's last line says ("new conversation", "settings
+        changed", "provider switched")."""
+        # The exclusive worker cancels the running one, which ends its engine with this.
+        self._end_reason = reason
         self._engine_worker = self.run_background(
-            self._engine_main(provider_key), name="session", group="engine", exclusive=True
+            self._engine_main(provider_key, reason), name="session", group="engine", exclusive=True
         )
 
-    async def _engine_main(self, provider_key: str | None) -> None:
-        await self.end_session("new session")
+    async def _engine_main(self, provider_key: str | None, reason: str) -> None:
+        await self.end_session(reason)
         key = provider_key or self.config.provider
         console = self.console_screen
         console.session_starting(key)
@@ -340,7 +401,7 @@ class VoiceTuiApp(App[int]):
         if task.done():
             return
         try:
-            await engine.end("app closed")
+            await engine.end(self._end_reason)
             await asyncio.wait_for(asyncio.shield(task), limit_s)
         except (TimeoutError, asyncio.CancelledError):
             log.warning("session did not end within %.0f s of closing", limit_s)
@@ -410,6 +471,7 @@ class VoiceTuiApp(App[int]):
         remove = getattr(self, "_remove_signal_handlers", None)
         if remove is not None:
             remove()
+        self._end_reason = "app closed"
         await self._close_engine()
 
     # --- screens ---------------------------------------------------------------------------
@@ -462,7 +524,7 @@ class VoiceTuiApp(App[int]):
         if self.save_config(audio={which: name}) is None:
             self.notify(f"{which.replace('_', ' ')}: {name}", timeout=3)
             if self.engine is not None:
-                self.start_session()
+                self.start_session(reason="settings changed")
 
     def export_transcript(self) -> None:
         """Write the current (or last) session's transcript as Markdown."""
@@ -487,15 +549,23 @@ class VoiceTuiApp(App[int]):
         if self.save_config(provider=spec_key) is not None:
             return
         self.notify(f"provider: {spec_key}", timeout=3)
-        self.start_session(spec_key)
+        self.start_session(spec_key, reason="provider switched")
 
     def update_provider_settings(self, spec_key: str, changes: Mapping[str, Any]) -> bool:
         """Save provider fields (voice, turn mode…) and restart the session if it is live."""
         if self.save_config(providers={spec_key: dict(changes)}) is not None:
             return False
         if self.engine is not None and spec_key == self.config.provider:
-            self.start_session(spec_key)
+            self.start_session(spec_key, reason="settings changed")
         return True
+
+
+def screenshots_dir() -> Path:
+    """Where the palette's Screenshot goes (in voicetui's own data folder, which exists
+    or can be made on any system; a Downloads folder may not)."""
+    from voicetui import paths
+
+    return paths.data_dir() / "screenshots"
 
 
 def one_line(exc: BaseException) -> str:
@@ -526,4 +596,53 @@ def run(config_path: Path | None) -> int:
     with stderr_to_log():
         app = VoiceTuiApp(config_path, config=config)
         result = app.run()
+    return int(result or app.return_code or 0)
+
+
+DEMO_WELCOME = (
+    "demo: local emulators of both providers, no key, no network — press Space, say anything, "
+    "press Space again; Ctrl+P switches the provider"
+)
+
+
+def run_demo(provider: str | None = None) -> int:
+    """``voicetui demo``: the full console against the bundled emulators, started in this
+    process on free loopback ports. The user's config, keys and saved conversations are not
+    touched: the demo's live in a temporary folder, removed at exit."""
+    import tempfile
+
+    from voicetui.config import load_config, update_config
+    from voicetui.keys import KeyStore
+    from voicetui.providers.registry import default_provider_key
+    from voicetui.specs.registry import registry
+    from voicetui.stderr_guard import stderr_to_log
+
+    try:
+        from voicetui.testing.demo import DEMO_KEY, start_demo_servers
+    except ModuleNotFoundError as exc:  # an install without the emulators' aiohttp
+        print(
+            f"voicetui: error: the demo needs {exc.name}: pip install {exc.name}", file=sys.stderr
+        )
+        return 1
+    reg = registry()
+    with tempfile.TemporaryDirectory(prefix="voicetui-demo-") as tmp:
+        root = Path(tmp)
+        # transcripts and usage of the demo stay out of the user's own (XDG on Linux)
+        for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache")):
+            os.environ[var] = str(root / sub)
+        servers = start_demo_servers()
+        try:
+            path = root / "config.toml"
+            update_config(
+                path,
+                provider=provider or default_provider_key(),
+                providers={key: servers.options(key) for key in servers.servers},
+            )
+            config = load_config(path)
+            keys = KeyStore(environ={reg.api_key_env(s.key): DEMO_KEY for s in reg.all()})
+            with stderr_to_log():
+                app = VoiceTuiApp(path, config=config, keys=keys, welcome=DEMO_WELCOME)
+                result = app.run()
+        finally:
+            servers.stop()
     return int(result or app.return_code or 0)

@@ -50,7 +50,7 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
     for mode in modes:
         commands.append(
             PaletteCommand(
-                f"Turn mode: {mode.replace('_', '-')}",
+                f"Turn mode: {mode}",  # the config value itself
                 MODE_HELP.get(mode, mode),
                 partial(app.update_provider_settings, active, {"turnDetection": mode}),
             )
@@ -60,7 +60,7 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
         commands.append(
             PaletteCommand(
                 f"Voice: {voice.name}",
-                voice.description or f"voice id {voice.id}",
+                voice_help(voice.name, voice.id, voice.description, voice.languages),
                 partial(app.update_provider_settings, active, {"defaultVoice": voice.id}),
             )
         )
@@ -101,6 +101,16 @@ def palette_commands(app: VoiceTuiApp) -> list[PaletteCommand]:
         ),
     ]
     return commands
+
+
+def voice_help(name: str, voice_id: str, description: str, languages: tuple[str, ...]) -> str:
+    """A voice entry's help line that adds something to its title (never the name again)."""
+    parts = [description] if description and description.lower() != name.lower() else []
+    if languages:
+        parts.append(", ".join(languages))
+    if voice_id.lower() != name.lower():
+        parts.append(f"id {voice_id}")
+    return " · ".join(parts) or "use this voice for the assistant"
 
 
 def _model_commands(app: VoiceTuiApp, active: str) -> list[PaletteCommand]:

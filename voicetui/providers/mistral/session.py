@@ -389,6 +389,12 @@ class MistralSession:
             if self._audible() and not self.ctx.gate.allows_barge_in():
                 ignored = True  # most likely our own voice coming back through the mic
                 self.log.info("speech during playback not loud enough over the echo: ignored")
+                self._emit(
+                    SessionWarning(
+                        code="barge_in_refused",
+                        message="speech during the reply was not louder than the echo",
+                    )
+                )
             else:
                 await self._interrupt_reply("barge_in")
         turn = self._begin_turn(ignored=ignored)

@@ -43,6 +43,7 @@ from voicetui.engine.events import (
     ErrorEvent,
     Reconnected,
     Reconnecting,
+    SessionWarning,
     Usage,
     UserSpeechStarted,
     UserSpeechStopped,
@@ -344,6 +345,7 @@ class OpenAIRealtimeSession:
         elif time.monotonic() > deadline:
             self._barge_deadline = None
             self.log.info("speech over the assistant taken for echo by the duplex gate")
+            self.ctx.emit(SessionWarning(code="barge_in_refused", message="taken for echo"))
 
     async def start_user_turn(self) -> None:
         """Talk key down (the engine has cut the assistant already): a clean buffer."""
@@ -685,6 +687,7 @@ class OpenAIRealtimeSession:
         if self._barge_deadline is not None:
             self._barge_deadline = None
             self.log.info("speech over the assistant taken for echo by the duplex gate")
+            self.ctx.emit(SessionWarning(code="barge_in_refused", message="taken for echo"))
         self.ctx.emit(UserSpeechStopped(turn_id=self._turn_of_item.get(item_id, item_id)))
 
     async def _on_committed(self, event: Any) -> None:

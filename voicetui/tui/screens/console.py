@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from voicetui.engine.events import (
     ErrorEvent,
@@ -27,12 +27,15 @@ from voicetui.engine.events import (
 )
 from voicetui.tui.messages import EngineEvent, HealthUpdated, SessionStopped
 from voicetui.tui.screens.base import VoiceScreen
+from voicetui.tui.widgets.footer import ConsoleFooter
 from voicetui.tui.widgets.meters import LevelMeter
 from voicetui.tui.widgets.status import (
     HealthLine,
+    LatencySummary,
     SessionLine,
     SessionTimer,
     StateBadge,
+    TurnModeBadge,
     UsageLine,
 )
 from voicetui.tui.widgets.transcript import TranscriptView
@@ -44,6 +47,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicetui.tui")
 
 METER_HZ = 12.0
+BARGE_IN_REFUSED = "barge_in_refused"  # SessionWarning.code: the echo gate kept the reply on
+BARGE_IN_REFUSED_TEXT = (
+    "couldn't tell you from the echo, so the reply went on — use headphones, "
+    'or set duplex = "full" in settings (or i / Esc interrupts)'
+)
+# websocket and HTTP-client jargon -> what a user can act on
+_PLAIN_REASONS = (
+    ("no close frame", "the connection dropped"),
+    ("connectionclosed", "the connection dropped"),
+    ("connection reset", "the connection dropped"),
+    ("timed out", "no answer in time"),
+    ("timeout", "no answer in time"),
+    ("name or service not known", "the network or the provider's address is unreachable"),
+    ("cannot connect", "cannot reach the provider"),
+    ("connection refused", "cannot reach the provider"),
+)
 
 
 class ConsoleScreen(VoiceScreen):
@@ -61,33 +80,51 @@ class ConsoleScreen(VoiceScreen):
         Binding("q", "app.quit", "Quit"),
     ]
 
+    # The status reflows by width (see app.tcss): -narrow (60 columns), -medium and -roomy
+    # (80-119: three lines, a one-line latency; -roomy has room for more footer keys), -wide
+    # (the waterfall beside the status lines).
+    HORIZONTAL_BREAKPOINTS = [
+        (0, "-narrow"),
+        (76, "-medium"),
+        (96, "-roomy"),
+        (120, "-wide"),
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self._poll_timer: Timer | None = None
         self._max_s = 0.0
         self._last_second = -1
+        self._provider = ""
+        self._barge_in_refused_shown = False
+        self._last_error = ""
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield TranscriptView(id="transcript")
+        # Rows in priority order: state > turn mode > provider/model > voice, then meters and
+        # timer, then usage, health and latency.
         with Horizontal(id="status"):
             with Vertical(id="status-left"):
                 with Horizontal(classes="status-row"):
                     yield StateBadge(id="state")
+                    yield TurnModeBadge("", id="turn-mode")
                     yield SessionLine("no session", id="session-line")
                 with Horizontal(classes="status-row"):
                     yield LevelMeter("mic", id="mic-meter")
                     yield LevelMeter("spk", id="spk-meter")
-                with Horizontal(classes="status-row"):
                     yield SessionTimer("session 00:00 / —", id="timer")
-                    yield UsageLine("today —", id="usage")
                 with Horizontal(classes="status-row"):
-                    yield HealthLine("health checking…", id="health-line")
+                    yield UsageLine("today —", id="usage")
+                    yield HealthLine("health —", id="health-line")
+                    yield LatencySummary("latency —", id="latency-summary")
             yield LatencyWaterfall(id="waterfall")
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.transcript.add_notice("welcome to voicetui — Space talks, Ctrl+P opens the palette")
+        if self.vapp.welcome:
+            self.transcript.add_notice(self.vapp.welcome)
         if not self.vapp.frozen:
             # Meters and timer poll the engine's cheap properties; values are rounded and
             # unchanged ones do not repaint. The clock runs only while a session exists.
@@ -133,8 +170,29 @@ class ConsoleScreen(VoiceScreen):
         """The app is building a session for ``provider_key``."""
         self.query_one(StateBadge).set_state(State.CONNECTING)
         self._resume_clock()
-        self.query_one(SessionLine).update(f"{provider_key} · connecting…")
+        if provider_key != self._provider:
+            # the last turn's numbers belong to the previous provider
+            self._show_latency(None)
+        self._provider = provider_key
+        self.query_one(SessionLine).show_note(short_provider(provider_key), "connecting…")
         self._refresh_usage(provider_key)
+
+    def _show_latency(self, latency: TurnLatency | None) -> None:
+        self.query_one(LatencyWaterfall).latency = latency
+        self.query_one(LatencySummary).show(latency)
+
+    def voice_name(self, spec_key: str, voice_id: str) -> str:
+        """The voice's display name when the provider's list is loaded, else its id."""
+        for voice in self.vapp.voices.get(spec_key, []):
+            if voice.id == voice_id:
+                return voice.name or voice_id
+        return voice_id
+
+    def voices_loaded(self, spec_key: str) -> None:
+        """The provider's voices arrived: show the live voice by name."""
+        line = self.query_one(SessionLine)
+        if spec_key == self._provider and line.voice:
+            line.set_voice_name(self.voice_name(spec_key, line.voice))
 
     def _refresh_usage(self, provider_key: str) -> None:
         try:
@@ -161,9 +219,16 @@ class ConsoleScreen(VoiceScreen):
                 self._resume_clock()
         elif isinstance(event, SessionStarted):
             self._max_s = event.max_duration_s
+            self._barge_in_refused_shown = False
+            self._last_error = ""
+            self._provider = event.provider
             self.query_one(SessionLine).show(
-                short_provider(event.provider), event.model, event.voice, event.turn_detection
+                short_provider(event.provider),
+                event.model,
+                event.voice,
+                self.voice_name(event.provider, event.voice),
             )
+            self.query_one(TurnModeBadge).show(event.turn_detection)
             self.query_one(SessionTimer).show(0.0, event.max_duration_s)
             self.transcript.add_notice(
                 f"session started with {short_provider(event.provider)} ({event.model}); "
@@ -174,15 +239,26 @@ class ConsoleScreen(VoiceScreen):
                 )
             )
         elif isinstance(event, TurnLatency):
-            self.query_one(LatencyWaterfall).latency = event
+            self._show_latency(event)
         elif isinstance(event, Usage):
             self._refresh_usage(event.provider)
         elif isinstance(event, Reconnecting):
+            # one line that updates in place, in plain words, however many tries it takes
             self.query_one(StateBadge).set_state(State.RECONNECTING, f"try {event.attempt}")
-            self.transcript.add_notice(f"connection lost ({event.reason}); reconnecting…")
+            self.transcript.add_notice(
+                f"connection lost ({plain_reason(event.reason)}); reconnecting"
+                + (f" — try {event.attempt}…" if event.attempt > 1 else "…"),
+                key="reconnect",
+            )
         elif isinstance(event, Reconnected):
-            self.transcript.add_notice("reconnected")
+            tries = f" after {event.attempt} tries" if event.attempt > 1 else ""
+            self.transcript.add_notice(f"connection lost, then reconnected{tries}", key="reconnect")
+            self.transcript.end_notice("reconnect")
         elif isinstance(event, ErrorEvent):
+            if event.code in ("key_rejected", "network", "rate_limited") or event.fatal:
+                self.vapp.run_health_checks(self._provider or None)  # no stale "ok"
+            self.transcript.end_notice("reconnect")
+            self._last_error = event.message
             self.transcript.add_notice(event.message, error=True)
             self.app.notify(
                 event.message,
@@ -191,9 +267,18 @@ class ConsoleScreen(VoiceScreen):
                 timeout=10,
             )
         elif isinstance(event, SessionWarning):
+            if event.code == BARGE_IN_REFUSED:
+                # said once per session on screen, not a toast per attempt
+                if not self._barge_in_refused_shown:
+                    self._barge_in_refused_shown = True
+                    self.transcript.add_notice(BARGE_IN_REFUSED_TEXT)
+                return
             self.app.notify(event.message, severity="warning", timeout=8)
         elif isinstance(event, SessionEnded):
-            self.transcript.add_notice(f"session ended: {event.reason} — press n for a new one")
+            # the final error was just shown: do not repeat it as the reason
+            reason = "" if event.reason == self._last_error else f": {event.reason}"
+            self.transcript.end_notice("reconnect")
+            self.transcript.add_notice(f"session ended{reason} — press n for a new one")
         else:
             self.transcript.apply(event)
 
@@ -202,6 +287,9 @@ class ConsoleScreen(VoiceScreen):
         badge = self.query_one(StateBadge)
         if message.error:
             badge.set_state(State.ERROR)
+            self.query_one(SessionLine).show_note(
+                short_provider(self._provider), "not connected — press n to retry"
+            )
             self.transcript.add_notice(message.reason, error=True)
             self.app.notify(
                 message.reason, title="Session not started", severity="error", timeout=12
@@ -214,6 +302,10 @@ class ConsoleScreen(VoiceScreen):
     @on(HealthUpdated)
     def _on_health(self, message: HealthUpdated) -> None:
         self.query_one(HealthLine).show(self.vapp.health.values())
+
+    def health_checking(self) -> None:
+        """A health check started: the line says so until the results land."""
+        self.query_one(HealthLine).show(self.vapp.health.values(), checking=True)
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -229,6 +321,10 @@ class ConsoleScreen(VoiceScreen):
         engine = self.vapp.engine
         if engine is not None or self._engine_or_hint():
             assert engine is not None
+            if engine.muted and not engine.talking:
+                # a turn from a muted mic would be silence sent to the provider
+                self.app.notify("the microphone is muted — press m to unmute", timeout=3)
+                return
             self.vapp.engine_command("talk", engine.toggle_talk)
 
     def action_interrupt(self) -> None:
@@ -250,8 +346,8 @@ class ConsoleScreen(VoiceScreen):
     def action_new_conversation(self) -> None:
         """End the session and start a fresh one with an empty transcript."""
         self.transcript.clear()
-        self.query_one(LatencyWaterfall).latency = None
-        self.vapp.start_session()
+        self._show_latency(None)
+        self.vapp.start_session(reason="new conversation")
 
     def action_settings(self) -> None:
         self.vapp.open_settings()
@@ -264,6 +360,15 @@ class ConsoleScreen(VoiceScreen):
 
     def action_theme(self) -> None:
         self.vapp.open_theme_picker()
+
+
+def plain_reason(reason: str) -> str:
+    """A reconnect reason in plain words (known jargon translated, else as given)."""
+    low = reason.lower()
+    for jargon, plain in _PLAIN_REASONS:
+        if jargon in low:
+            return plain
+    return reason
 
 
 def short_provider(spec_key: str) -> str:

@@ -44,8 +44,13 @@ class DoctorScreen(VoiceScreen):
         table = self.query_one(DataTable)
         table.add_column("status", key="status", width=6)
         table.add_column("check", key="name", width=22)
-        table.add_column("detail", key="detail")
+        # the detail wraps inside the screen's width instead of running off its edge
+        table.add_column("detail", key="detail", width=self._detail_width())
         self.action_rerun()
+
+    def _detail_width(self) -> int:
+        # table margins (2 + 2), the two fixed columns, one cell padding each side per column
+        return max(20, self.app.size.width - 4 - 6 - 22 - 3 * 2)
 
     def action_rerun(self) -> None:
         """Clear the table and run every check again (in a thread: keyring and audio block)."""
@@ -72,7 +77,7 @@ class DoctorScreen(VoiceScreen):
         for check in group:
             colour = variables.get(STATUS_COLOUR[check.status], "")
             status = Text(check.status, style=f"bold {colour}".strip())
-            table.add_row(status, check.name, check.detail)
+            table.add_row(status, check.name, Text(check.detail), height=None)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -55,12 +55,13 @@ class HealthScreen(VoiceScreen):
         from voicetui.specs.registry import registry
 
         table = self.query_one(DataTable)
-        table.add_column("provider", key="provider", width=34)
-        table.add_column("status", key="status", width=14)
-        table.add_column("latency", key="latency", width=10)
-        table.add_column("detail / what to do", key="detail")
+        # Short columns only: the detail and what to do wrap in the block below the table, so
+        # nothing is clipped at any width.
+        table.add_column("provider", key="provider")
+        table.add_column("status", key="status")
+        table.add_column("latency", key="latency")
         for spec in registry().all():
-            table.add_row(spec.meta.title, "…", "", "not checked yet", key=spec.meta.key)
+            table.add_row(spec.meta.title, "not checked yet", "", key=spec.meta.key)
         self._fill()
         if not self.vapp.health:
             self.action_rerun()
@@ -74,25 +75,30 @@ class HealthScreen(VoiceScreen):
             colour = variables.get("success" if status == "ok" else "error", "")
             style = f"bold {colour}".strip()
             latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else "—"
-            todo = WHAT_TO_DO.get(status, "")
-            detail = result.detail + (f" — {todo}" if todo else "")
             try:
-                table.update_cell(key, "status", Text(status.replace("_", " "), style=style))
-                table.update_cell(key, "latency", latency)
-                table.update_cell(key, "detail", detail)
+                table.update_cell(
+                    key, "status", Text(status.replace("_", " "), style=style), update_width=True
+                )
+                table.update_cell(key, "latency", latency, update_width=True)
             except Exception:  # a provider not in the registry: ignore
                 continue
-        self.query_one("#health-details", Static).update(
+        details = self.query_one("#health-details", Static)
+        details.update(
             "\n\n".join(
                 f"{key.rsplit('.', 1)[-1]}: {r.status} — {r.detail}"
                 + (f"\n  → {WHAT_TO_DO[str(r.status)]}" if WHAT_TO_DO.get(str(r.status)) else "")
                 for key, r in sorted(self.vapp.health.items())
             )
         )
+        details.display = bool(self.vapp.health)
 
     def action_rerun(self) -> None:
-        """Check every provider again."""
+        """Check every provider again; the rows say "checking…" until the results land."""
         self.query_one("#health-state", Static).update("checking…")
+        table = self.query_one(DataTable)
+        for row_key in list(table.rows):
+            table.update_cell(row_key, "status", "checking…")
+            table.update_cell(row_key, "latency", "")
         self.vapp.run_health_checks()
 
     @on(HealthUpdated)

@@ -17,6 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
+from voicetui.keys import mask
 from voicetui.tui.messages import HealthUpdated
 from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.key_panel import KeyPanel
@@ -29,6 +30,7 @@ class KeysScreen(VoiceScreen):
     """Bring-your-own-key management."""
 
     CSS_PATH = Path(__file__).with_name("keys.tcss")
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+r", "refresh", "Refresh"),
@@ -69,6 +71,8 @@ class KeysScreen(VoiceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Opened with `k` the field of the active provider takes the typing at once.
+        self.focus_provider = self.focus_provider or self.vapp.config.provider
         if self.vapp.frozen:
             for field in self.query("Input"):
                 field.cursor_blink = False  # type: ignore[attr-defined]
@@ -105,14 +109,25 @@ class KeysScreen(VoiceScreen):
     async def _refresh(self, panel: KeyPanel) -> str:
         from voicetui.keys import KeyringUnavailable
 
+        keys = self.vapp.keys
         try:
-            resolved = await asyncio.to_thread(self.vapp.keys.get, panel.spec_key)
+            resolved = await asyncio.to_thread(keys.get, panel.spec_key)
         except KeyringUnavailable as exc:
-            panel.show_source("none", "")
-            panel.show_result(str(exc), ok=False)
-            return "none"
+            env = keys.environ.get(panel.env_var)
+            panel.show_source("environment" if env else "none", mask(env) if env else "")
+            panel.show_no_keyring(exc.detail or "no Secret Service")
+            self._no_keyring_banner(panel)
+            return "environment" if env else "none"
         panel.show_source(str(resolved.source), resolved.masked)
         return str(resolved.source)
+
+    def _no_keyring_banner(self, panel: KeyPanel) -> None:
+        for banner in self.query("#first-run").results(Static):
+            banner.update(
+                f"Welcome! There is no API key for {panel.title} yet, and no OS keyring on "
+                f"this machine to keep one. Set {panel.env_var} in the environment and "
+                "start voicetui again."
+            )
 
     @on(KeyPanel.Action)
     def _on_action(self, message: KeyPanel.Action) -> None:
@@ -134,8 +149,13 @@ class KeysScreen(VoiceScreen):
 
         try:
             await asyncio.to_thread(self.vapp.keys.set, panel.spec_key, value)
-        except (InvalidKey, KeyringUnavailable) as exc:
+        except InvalidKey as exc:
+            panel.restore_input(value)
             panel.show_result(str(exc), ok=False)
+            return
+        except KeyringUnavailable as exc:
+            panel.restore_input(value)
+            panel.show_no_keyring(exc.detail or "no Secret Service")
             return
         source = await self._refresh(panel)
         note = ""
@@ -143,6 +163,8 @@ class KeysScreen(VoiceScreen):
             note = f" ({panel.env_var} is set and still takes precedence)"
         panel.show_result(f"saved to the OS keyring{note}", ok=True)
         self.app.notify(f"key saved for {panel.title}", timeout=3)
+        # the console's health line must not keep saying "no key"
+        self.vapp.run_health_checks(panel.spec_key)
         if self.first_run and panel.spec_key == self.vapp.config.provider:
             self.dismiss(None)
             self.vapp.start_session()
@@ -213,6 +235,7 @@ class KeysScreen(VoiceScreen):
         if source == "environment":
             text += f"; {panel.env_var} still provides one"
         panel.show_result(text, ok=removed)
+        self.vapp.run_health_checks(panel.spec_key)
 
     def _publish_health(self, result: HealthResult) -> None:
         self.vapp.health[result.provider] = result

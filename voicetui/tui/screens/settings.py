@@ -65,7 +65,14 @@ class SettingsScreen(VoiceScreen):
         providers = [(f"{s.meta.title} ({s.meta.key})", s.meta.key) for s in registry().all()]
         yield Header(show_clock=False)
         yield Static("Settings", classes="screen-title")
-        yield Static(f"saved to {cfg.path}", classes="hint", id="config-path")
+        where = (
+            f"config file: {cfg.path}"
+            if cfg.from_file
+            else f"config file: {cfg.path} (not written yet: defaults in use)"
+        )
+        yield Static(
+            f"{where} — Ctrl+S writes only what you change", classes="hint", id="config-path"
+        )
         with VerticalScroll(id="settings-form"):
             with Horizontal(classes="field"):
                 yield Label("Provider", classes="field-label")
@@ -75,7 +82,14 @@ class SettingsScreen(VoiceScreen):
                 yield Input(id="model")
             with Horizontal(classes="field"):
                 yield Label("Voice", classes="field-label")
-                yield Select[str]([], id="voice", allow_blank=True, prompt="loading voices…")
+                # the configured voice until the provider's list arrives (no stale placeholder)
+                voice = str(cfg.provider_options(cfg.provider).get("defaultVoice", ""))
+                yield Select[str](
+                    [(self._voice_label(cfg.provider, voice), voice)],
+                    value=voice,
+                    id="voice",
+                    allow_blank=False,
+                )
             with Horizontal(classes="field"):
                 yield Label("Turn mode", classes="field-label")
                 yield Select(turn_modes(cfg.provider), id="turn-mode", allow_blank=False)
@@ -95,6 +109,7 @@ class SettingsScreen(VoiceScreen):
                 yield Label("Duplex policy", classes="field-label")
                 yield Select(
                     [
+                        ("aec — echo cancellation (speakers)", DuplexPolicy.AEC.value),
                         (
                             "gated — barge-in must beat the echo (speakers)",
                             DuplexPolicy.GATED.value,
@@ -145,13 +160,21 @@ class SettingsScreen(VoiceScreen):
         example = str(spec.config_schema.example.get("defaultVoice", ""))
         self._set_voices(
             spec_key,
-            [(current, current)] + ([(example, example)] if example != current else []),
+            [(self._voice_label(spec_key, current), current)]
+            + ([(self._voice_label(spec_key, example), example)] if example != current else []),
             current,
         )
         if not self.vapp.frozen:
             self.run_worker(
                 self._load_voices(spec_key), group="voices", exclusive=True, exit_on_error=False
             )
+
+    def _voice_label(self, spec_key: str, voice_id: str) -> str:
+        """``Name (id)`` when the provider's voice list knows the id, else the id."""
+        for voice in self.vapp.voices.get(spec_key, []):
+            if voice.id == voice_id and voice.name and voice.name != voice_id:
+                return f"{voice.name} ({voice_id})"
+        return voice_id
 
     def _set_voices(self, spec_key: str, options: list[tuple[str, str]], value: str) -> None:
         voice = self.query_one("#voice", Select)
@@ -169,8 +192,9 @@ class SettingsScreen(VoiceScreen):
             return
         current = self.query_one("#voice", Select).value
         keep = current if isinstance(current, str) else ""
-        options = [(keep, keep)] if keep else []
-        options += [(f"{v.name} ({v.id})" if v.name != v.id else v.id, v.id) for v in voices]
+        options = [(f"{v.name} ({v.id})" if v.name != v.id else v.id, v.id) for v in voices]
+        if keep and keep not in {v.id for v in voices}:
+            options.insert(0, (keep, keep))
         self._set_voices(spec_key, options, keep)
 
     def _fill_devices(self) -> None:
@@ -227,18 +251,29 @@ class SettingsScreen(VoiceScreen):
         from voicetui.audio.factory import AudioOptions, open_audio
 
         meter = self.query_one("#settings-mic-meter", LevelMeter)
+        # The test has its own stream; the live conversation must not hear it (with server
+        # VAD it would start a real turn), so its microphone is muted meanwhile.
+        engine = self.vapp.engine
+        paused = engine is not None and not engine.muted
+        if engine is not None and paused:
+            engine.set_muted(True)
+            self.app.notify("conversation microphone paused while the mic test runs", timeout=3)
         rig = open_audio(AudioOptions(input_device=device))
         try:
-            await rig.input.start()
-        except AudioError as exc:
-            self._error(str(exc))
-            self.query_one("#test-mic", Button).label = "Test mic"
-            return
-        try:
-            async for frame in rig.input.frames():
-                meter.set_level(frame.rms_dbfs)
+            try:
+                await rig.input.start()
+            except AudioError as exc:
+                self._error(str(exc))
+                self.query_one("#test-mic", Button).label = "Test mic"
+                return
+            try:
+                async for frame in rig.input.frames():
+                    meter.set_level(frame.rms_dbfs)
+            finally:
+                await rig.input.stop()
         finally:
-            await rig.input.stop()
+            if engine is not None and paused and self.vapp.engine is engine:
+                engine.set_muted(False)
 
     @on(Button.Pressed, "#test-tone")
     def _tone(self) -> None:
@@ -323,7 +358,7 @@ class SettingsScreen(VoiceScreen):
             or after.provider_options(after.provider) != before.provider_options(after.provider)
             or after.audio != before.audio
         ):
-            self.vapp.start_session()
+            self.vapp.start_session(reason="settings changed")
         self.dismiss(None)
 
     @on(Button.Pressed, "#save")
@@ -344,7 +379,8 @@ def turn_modes(spec_key: str) -> list[tuple[str, str]]:
 
     schema = registry().get(spec_key).config_schema.schema
     modes = schema.get("properties", {}).get("turnDetection", {}).get("enum", [])
-    return [(str(m).replace("_", "-"), str(m)) for m in modes]
+    # the label is the config value itself, so what the UI says is what the TOML needs
+    return [(str(m), str(m)) for m in modes]
 
 
 def _number(value: Any) -> str:

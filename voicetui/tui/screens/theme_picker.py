@@ -27,9 +27,17 @@ class ThemePickerScreen(VoiceModal):
     def __init__(self) -> None:
         super().__init__()
         self.original = ""
+        self._ours: set[str] = set()
+        self._quiet = False
 
     def compose(self) -> ComposeResult:
-        ours = [t.name for t in self.vapp.theme_load.themes]
+        # voicetui's bundled themes first, then the user's, then Textual's built-ins
+        sources = self.vapp.theme_load.sources
+        ours = sorted(
+            (t.name for t in self.vapp.theme_load.themes),
+            key=lambda n: (sources.get(n) is not None and "config" in str(sources.get(n)), n),
+        )
+        self._ours = set(ours)
         builtin = sorted(n for n in self.app.available_themes if n not in ours)
         options: list[Option] = []
         for name in ours:
@@ -39,20 +47,29 @@ class ThemePickerScreen(VoiceModal):
         options += [Option(name, id=name) for name in builtin]
         with Vertical(id="theme-dialog"):
             yield Static("Theme", classes="screen-title")
-            yield Static("↑/↓ preview · Enter keep · Esc revert", classes="hint")
+            yield Static(
+                f"now: {self.app.theme} · ↑/↓ preview · Enter keep · Esc revert", classes="hint"
+            )
             yield OptionList(*options, id="theme-list")
 
     def on_mount(self) -> None:
         self.original = self.app.theme
         options = self.query_one(OptionList)
-        try:
-            options.highlighted = options.get_option_index(self.original)
-        except Exception:
-            options.highlighted = 0
+        # The list opens at the top, on voicetui's own themes: the current theme is
+        # highlighted when it is one of them, else the first (not previewed until moved).
+        start = 0
+        if self.original in self._ours:
+            start = options.get_option_index(self.original)
+        self._quiet = self.original not in self._ours
+        options.highlighted = start
+        options.scroll_home(animate=False)
         options.focus()
 
     @on(OptionList.OptionHighlighted)
     def _preview(self, event: OptionList.OptionHighlighted) -> None:
+        if self._quiet:
+            self._quiet = False  # the opening highlight is not a choice
+            return
         if event.option.id and event.option.id != self.app.theme:
             self.app.theme = event.option.id
 

@@ -63,12 +63,14 @@ class KeyPanel(Vertical):
                 "Delete", id=f"{self.input_id}-delete", variant="error", classes="key-delete"
             )
         yield Static("", classes="key-result")
-        yield Static(f"Setup: {self.setup_instructions}", classes="key-help")
-        yield Static(f"Docs: {self.docs_url}", classes="key-help")
+        yield Static("", classes="key-no-keyring")
+        # Written for this screen (the spec's setup sentence is about the whole integration).
         yield Static(
+            "Paste the key and press Enter: it goes to your OS keyring, never to a file. "
             f"Or set {self.env_var} in the environment (it overrides the keyring).",
-            classes="key-help",
+            classes="key-help key-help-keyring",
         )
+        yield Static(f"Docs: {self.docs_url}", classes="key-help")
         source = registry().source(self.spec_key)
         if source.key_steps:
             steps = "\n".join(f"  {i}. {step}" for i, step in enumerate(source.key_steps, 1))
@@ -85,6 +87,21 @@ class KeyPanel(Vertical):
         key = f"   key: {masked}" if masked else ""
         self.query_one(".key-source", Static).update(f"source: {where}{key}")
         self.set_class(source == "none", "-missing")
+
+    def show_no_keyring(self, reason: str) -> None:
+        """No OS keyring: no dead field — say how to give the key through the environment."""
+        self.add_class("-no-keyring")
+        self.query_one(".key-no-keyring", Static).update(
+            f"No OS keyring on this machine ({reason}), so voicetui cannot store a key here.\n"
+            f"Set {self.env_var} in the environment instead, e.g. in your shell profile:\n"
+            f"  export {self.env_var}=…   then start voicetui again."
+        )
+
+    def restore_input(self, value: str) -> None:
+        """Put a typed key back after a refused save, so it need not be pasted again."""
+        field = self.query_one(Input)
+        if not field.value:
+            field.value = value
 
     def show_result(self, text: str, *, ok: bool) -> None:
         """Show the outcome of the last action."""

@@ -93,6 +93,7 @@ class TranscriptView(ScrollView, can_focus=True):
         self._turn_segments: dict[str, set[int]] = {}  # turn -> its user segment indexes
         self._assistant: dict[str, Entry] = {}
         self._tools: dict[tuple[str, str], Entry] = {}
+        self._notices: dict[str, Entry] = {}
         self._relabelled_turns: set[str] = set()
         self._speakers: dict[str, int] = {}
         self._offsets: list[int] = []  # first line of each entry
@@ -125,6 +126,7 @@ class TranscriptView(ScrollView, can_focus=True):
         self._turn_segments.clear()
         self._assistant.clear()
         self._tools.clear()
+        self._notices.clear()
         self._relabelled_turns.clear()
         self._speakers.clear()
         self._offsets.clear()
@@ -133,9 +135,23 @@ class TranscriptView(ScrollView, can_focus=True):
         self.virtual_size = Size(self.virtual_size.width, 0)
         self.refresh()
 
-    def add_notice(self, text: str, *, error: bool = False) -> None:
-        """A line from the app itself (session started, errors with what to do)."""
-        self._append(Entry(kind="error" if error else "notice", turn_id="", text=text))
+    def add_notice(self, text: str, *, error: bool = False, key: str | None = None) -> None:
+        """A line from the app itself (session started, errors with what to do). With a
+        ``key``, a later notice of the same key updates that line in place (reconnects)."""
+        kind: EntryKind = "error" if error else "notice"
+        entry = self._notices.get(key) if key else None
+        if entry is not None:
+            entry.text, entry.kind = text, kind
+            self._changed(entry)
+            return
+        entry = Entry(kind=kind, turn_id="", text=text)
+        if key:
+            self._notices[key] = entry
+        self._append(entry)
+
+    def end_notice(self, key: str) -> None:
+        """The next notice with ``key`` starts a new line (this one is finished)."""
+        self._notices.pop(key, None)
 
     def apply(self, event: Event) -> None:
         """Fold one engine event into the transcript."""

@@ -32,14 +32,16 @@ class LatencyWaterfall(Widget):
         style = self.get_component_rich_style
         text = Text(no_wrap=True, overflow="crop")
         lat = self.latency
+        # says what it measures: every bar starts where the user stopped speaking
+        title = Text("latency from end of your speech", style("waterfall--label"), no_wrap=True)
         if lat is None:
-            text.append("latency  no turn yet", style("waterfall--none"))
-            return text
+            text.append("no turn yet", style("waterfall--none"))
+            return Text("\n").join([title, text])
         values = [getattr(lat, attr) for attr, _, _ in STAGES]
         known = [v for v in values if v is not None]
         scale_ms = max(known) if known else 1.0
         bar_width = max(4, self.size.width - 24)
-        lines = []
+        lines = [title]
         for (_, label, cls), value in zip(STAGES, values, strict=True):
             line = Text(no_wrap=True, overflow="crop")
             line.append(f"{label:>11} ", style("waterfall--label"))
