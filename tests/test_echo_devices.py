@@ -166,6 +166,8 @@ async def _barge_in_run(
     recorded = await tap.stop()
     speaker_delays = [tap.silent_from(recorded, t_ss - 0.05) - t_ss for t_ss, _ in stops]
     out_latency = float(getattr(rig.output, "output_latency_s", 0.0))
+    g = rig.gate
+    print(f"\ngate: {g.policy} measurements {g.measurements} coupling {g.coupling_db:.1f}")
     return gate_delays, speaker_delays, events, out_latency
 
 
@@ -183,7 +185,8 @@ async def test_default_gate_lets_the_user_interrupt_without_an_echo_path(
     assert not [e for e in events if isinstance(e, ErrorEvent)]
     print(f"gate ms {[round(d * 1000) for d in gate_delays]}")
     print(f"speaker ms {[round(d * 1000) for d in speaker_delays]}, out {out_latency:.3f} s")
-    assert len(gate_delays) == 10, [type(e).__name__ for e in events][:40]
+    trace = [f"{e.at:.3f} {type(e).__name__} {getattr(e, 'state', '')}" for e in events]
+    assert len(gate_delays) == 10, "\n".join(trace)
     block_s = audio.block_ms / 1000
     # the gate's decision: at the server's speech_started, or the next mic block
     assert max(gate_delays) <= block_s + 0.005

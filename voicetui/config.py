@@ -8,7 +8,7 @@ Layout::
     [audio]
     input_device = "pulse"                  # by name; absent = system default
     output_device = "pulse"
-    duplex = "aec"                          # aec | gated | half | full (aec falls back to
+    duplex = "gated"                        # gated | aec | half | full (aec falls back to
                                             #   gated where WebRTC AEC does not load)
     echo_coupling_db = -12.0                # set by echo calibration: the measured echo path
     echo_delay_ms = 40.0
@@ -149,7 +149,8 @@ class AudioSettings:
 
     input_device: str | None = None
     output_device: str | None = None
-    duplex: DuplexPolicy = DuplexPolicy.AEC  # falls back to gated where AEC does not load
+    # gated stays the default until aec's first-reply barge-in is reliable (see issue 15)
+    duplex: DuplexPolicy = DuplexPolicy.GATED
     block_ms: int = 20
     prebuffer_ms: int = 20
     echo_coupling_db: float | None = None  # from echo calibration (voicetui doctor --echo)
@@ -404,7 +405,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     audio = AudioSettings(
         input_device=audio_doc.get("input_device"),
         output_device=audio_doc.get("output_device"),
-        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.AEC.value)),
+        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.GATED.value)),
         block_ms=int(audio_doc.get("block_ms", 20)),
         prebuffer_ms=int(audio_doc.get("prebuffer_ms", 20)),
         echo_coupling_db=_opt_float(audio_doc.get("echo_coupling_db")),

@@ -347,7 +347,7 @@ def _talk(args: argparse.Namespace, err: TextIO) -> int:
             return EXIT_OK
         print(
             f"voicetui talk: a turn got no complete reply ({printer.lost})",
-            file=sys.stderr,
+            file=err,
             flush=True,
         )
         return EXIT_FAIL

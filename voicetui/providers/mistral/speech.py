@@ -145,6 +145,7 @@ class SpeechPipeline:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._pieces: list[_Piece] = []
         self._confirmed = 0  # pieces whose audio the service confirmed complete
+        self._notified = 0  # pieces the owner was told are complete
         self._samples_since_confirmed = 0
         self._ws_failed = False
         self._end_sent = False
@@ -373,30 +374,34 @@ class SpeechPipeline:
         # Services may send one `done` per flushed piece or a single one after `end`; both
         # count as "everything before it is complete" for the oldest unconfirmed piece, and
         # a `done` after `end` followed by a close or silence ends the reply.
-        if self._end_sent:  # one `done` after `end`: it covers every piece at once
-            self._set_confirmed(len(self._pieces), together=True)
-        else:
-            self._set_confirmed(min(self._confirmed + 1, len(self._pieces)))
+        self._confirmed = min(self._confirmed + 1, len(self._pieces))
         self._samples_since_confirmed = 0
         self._done_after_end = self._done_after_end or self._end_sent
+        if not self._end_sent:
+            # before `end`, a `done` closes exactly one piece; after it, one `done` may cover
+            # them all, so the owner hears of those together (at close, silence, or the end)
+            self._notify_confirmed()
 
     def _confirm_all(self) -> None:
-        self._set_confirmed(len(self._pieces))
+        self._confirmed = len(self._pieces)
         self._samples_since_confirmed = 0
+        self._notify_confirmed(together=True)
 
-    def _set_confirmed(self, n: int, *, together: bool = False) -> None:
-        """Pieces up to ``n`` have all their audio: tell the owner (the reply ledger aligns
-        each piece's text to its audio with this), piece by piece, or ``together`` when one
-        confirmation covered several pieces."""
-        if together and n - self._confirmed > 1:
-            self._confirmed = n
-            if self._on_piece_done is not None:
-                self._on_piece_done(True)
+    def _notify_confirmed(self, *, together: bool = False) -> None:
+        """Tell the owner (the reply ledger aligns each piece's text to its audio with this)
+        which pieces have all their audio: one by one, or ``together`` when one confirmation
+        covered several pieces."""
+        n = self._confirmed
+        if self._on_piece_done is None:
+            self._notified = n
             return
-        while self._confirmed < n:
-            self._confirmed += 1
-            if self._on_piece_done is not None:
-                self._on_piece_done(False)
+        if together and n - self._notified > 1:
+            self._notified = n
+            self._on_piece_done(True)
+            return
+        while self._notified < n:
+            self._notified += 1
+            self._on_piece_done(False)
 
     async def _rest_catch_up(self) -> None:
         """Speak every unconfirmed piece over REST, in order, skipping audio already heard."""
@@ -409,8 +414,9 @@ class SpeechPipeline:
             piece = self._pieces[self._confirmed]
             skip = await self._rest_piece(piece.text, skip)
             piece.done = True
-            self._set_confirmed(self._confirmed + 1)
+            self._confirmed += 1
             self._samples_since_confirmed = 0
+            self._notify_confirmed()
 
     async def _rest_piece(self, text: str, skip: int) -> int:
         """One REST SSE request; drop the first ``skip`` samples; return the skip left."""
