@@ -168,7 +168,7 @@ class ConversationEngine:
         self._listeners: list[Listener] = []
         self._pending: deque[Event] = deque()
         self._dispatching = False
-        self._state = State.IDLE
+        self._state = State.CONNECTING  # not live until the provider answers
         self._session: ProviderSession | None = None
         self._replies = ReplyLedger(self._emit, audio_out)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -395,7 +395,9 @@ class ConversationEngine:
             except OSError as exc:
                 log.warning("transcript store unavailable: %s", exc)
                 self._store = None
-        self._set_state(State.CONNECTING, "starting")
+        # the engine is "connecting" from its construction (a talk key pressed before the
+        # provider answers has nothing to talk to); the transcript still opens with the state
+        self._emit(StateChanged(state=State.CONNECTING, previous=State.IDLE, reason="starting"))
         try:
             await self._audio_out.start()
             await self._audio_in.start()
