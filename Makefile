@@ -43,11 +43,13 @@ lint: $(VENV)/.test-stamp
 typecheck: $(VENV)/.test-stamp
 	$(VENV)/bin/mypy
 
+# Real-time audio tests on two shared cores: a timing failure gets one more try (pytest shows it
+# as R and lists it as "rerun"; a test that fails twice fails the run).
 # The audio sandbox (private PulseAudio) is started by tests/conftest.py; the keyring sandbox
 # (private D-Bus + gnome-keyring) wraps the whole run. TEXTUAL_THEME/NO_COLOR would change
 # every SVG snapshot.
 pytest: install-test
-	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q $(ARGS)
+	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q --reruns 1 --reruns-delay 1 $(ARGS)
 
 test: install-test lint typecheck pytest
 
