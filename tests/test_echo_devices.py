@@ -318,6 +318,7 @@ def _energy_db(levels: list[float]) -> float:
     return float(10 * np.log10(np.mean([10 ** (lv / 10) for lv in levels])))
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(60)
 async def test_aec_removes_the_echo_of_the_sandbox_room(echo_path: Any, tmp_path: Path) -> None:
     """Issue 15 (4a): with the room at -12 dB / 40 ms, the echo in the cleaned mic is at
@@ -343,6 +344,7 @@ async def test_aec_removes_the_echo_of_the_sandbox_room(echo_path: Any, tmp_path
     assert not allowed  # (c) the residual echo never barges in
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(60)
 async def test_aec_lets_a_voice_at_the_echo_level_barge_in(echo_path: Any, tmp_path: Path) -> None:
     """Issue 15 (4b) under ``aec``: the user speaking over the reply at the level of its echo
@@ -366,6 +368,7 @@ async def test_aec_lets_a_voice_at_the_echo_level_barge_in(echo_path: Any, tmp_p
     assert 1.5 <= allowed[0] <= voiced + 0.020 + 0.020  # one VAD decision (20 ms) + one block
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(120)
 async def test_aec_ten_replies_without_the_user_trigger_nothing(
     echo_path: Any, tmp_path: Path

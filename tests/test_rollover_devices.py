@@ -33,7 +33,7 @@ from voicetui.engine.transcript import TranscriptStore, conversation_lines, read
 from voicetui.providers.base import Provider, ProviderSettings
 from voicetui.testing.emulators.common import Turn, speech_like_pcm
 
-pytestmark = [pytest.mark.audio, pytest.mark.asyncio, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.soak, pytest.mark.audio, pytest.mark.asyncio, pytest.mark.timeout(180)]
 
 LIMIT_S = 20.0
 PACE_S = 9.0  # one user turn every 9 s: 5 turns take ~42 s, past two rollovers
