@@ -233,6 +233,12 @@ class OpenAIRealtimeSession:
         # full duplex trusts the service's VAD to interrupt; otherwise the echo gate decides
         self._server_interrupts = ctx.gate.policy == DuplexPolicy.FULL
         self._barge_deadline: float | None = None  # speech over the assistant, gate undecided
+        self._barge_item: str | None = None  # the server item of that undecided speech
+        # speech the gate took for echo: never shown, deleted from the server's conversation
+        # once committed, never answered (a refused turn is never half-shown)
+        self._echo_items: set[str] = set()
+        self._echo_committed = False  # an echo item was committed: the server may answer it
+        self._echo_responses: set[str] = set()  # responses to echo, cancelled on creation
         # assistant side: server item id -> the ledger's reply (a re-asked reply keeps its
         # ledger entry across the items that carry it)
         self._replies: dict[str, Reply] = {}
@@ -347,13 +353,28 @@ class OpenAIRealtimeSession:
             return
         if not self._assistant_busy():
             self._barge_deadline = None
+            self._user_turn_started()  # the reply ended under it: an ordinary turn
         elif self.ctx.gate.allows_barge_in():
             self._barge_deadline = None
             await self.ctx.replies.cut("barge_in")
+            self._user_turn_started()
         elif time.monotonic() > deadline:
-            self._barge_deadline = None
-            self.log.info("speech over the assistant taken for echo by the duplex gate")
-            self.ctx.emit(SessionWarning(code="barge_in_refused", message="taken for echo"))
+            self._refuse_barge_in()
+
+    def _user_turn_started(self) -> None:
+        """The undecided speech is the user's: show the turn now."""
+        item_id, self._barge_item = self._barge_item, None
+        if item_id is not None:
+            self.ctx.emit(UserSpeechStarted(turn_id=self._turn(item_id)))
+
+    def _refuse_barge_in(self) -> None:
+        """The gate took the speech over the reply for echo: say so, and drop the turn."""
+        self._barge_deadline = None
+        item_id, self._barge_item = self._barge_item, None
+        if item_id is not None:
+            self._echo_items.add(item_id)
+        self.log.info("speech over the assistant taken for echo by the duplex gate")
+        self.ctx.emit(SessionWarning(code="barge_in_refused", message="taken for echo"))
 
     async def start_user_turn(self) -> None:
         """Talk key down (the engine has cut the assistant already): a clean buffer."""
@@ -760,23 +781,32 @@ class OpenAIRealtimeSession:
                     self._server_cut = False
             elif not self._server_interrupts:
                 # the gate needs a little more of the speech to tell it from echo: decide
-                # on the next mic frames (see send_audio)
+                # on the next mic frames (see send_audio); the turn is shown once it is
+                # the user's, never while it may still be echo
                 self._barge_deadline = time.monotonic() + BARGE_DECISION_S
+                self._barge_item = item_id
         self._turn_of_item.setdefault(item_id, item_id)
         self._user_speaking = True
-        self.ctx.emit(UserSpeechStarted(turn_id=item_id))
+        if self._barge_item != item_id:
+            self.ctx.emit(UserSpeechStarted(turn_id=item_id))
 
     async def _on_speech_stopped(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
         self._user_speaking = False
         if self._barge_deadline is not None:
-            self._barge_deadline = None
-            self.log.info("speech over the assistant taken for echo by the duplex gate")
-            self.ctx.emit(SessionWarning(code="barge_in_refused", message="taken for echo"))
+            self._refuse_barge_in()
+        if item_id in self._echo_items:
+            return
         self.ctx.emit(UserSpeechStopped(turn_id=self._turn_of_item.get(item_id, item_id)))
 
     async def _on_committed(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
+        if item_id in self._echo_items:
+            # out of the model's context, so no reply answers (or remembers) the echo
+            await self._send({"type": "conversation.item.delete", "item_id": item_id})
+            self._echo_committed = True
+            return
+        self._echo_committed = False
         if self._ptt and self._ptt_turn is not None:
             self._turn_of_item[item_id] = self._ptt_turn
         else:
@@ -785,6 +815,8 @@ class OpenAIRealtimeSession:
 
     async def _on_transcription_delta(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
+        if item_id in self._echo_items:
+            return
         delta = getattr(event, "delta", None)
         if not delta:
             return
@@ -794,6 +826,8 @@ class OpenAIRealtimeSession:
 
     async def _on_transcription_segment(self, event: Any) -> None:
         item_id = str(getattr(event, "item_id", "") or "")
+        if item_id in self._echo_items:
+            return
         index = self._segments.get(item_id, 0)
         self._segments[item_id] = index + 1
         start, end = getattr(event, "start", None), getattr(event, "end", None)
@@ -818,7 +852,9 @@ class OpenAIRealtimeSession:
         self._partials.pop(item_id, None)
         if self._ptt and not self._talking and self._turn_of_item.get(item_id) == self._ptt_turn:
             self._turn_audio = []  # in the conversation history now: seeding covers it
-        if self._segments.get(item_id, 0) == 0:
+        if item_id in self._echo_items:
+            self.log.info("dropped echo turn %s: %r", item_id, text)  # still billed: usage below
+        elif self._segments.get(item_id, 0) == 0:
             self._plain_final.add(item_id)
             self.ctx.emit(UserTranscript(turn_id=self._turn(item_id), text=text, final=True))
             self._remember("user", f"{item_id}#0", text)
@@ -851,6 +887,14 @@ class OpenAIRealtimeSession:
     async def _on_response_created(self, event: Any) -> None:
         response = getattr(event, "response", None)
         rid = str(getattr(response, "id", "") or "")
+        if self._echo_committed and not self._need_reply:
+            # the service's VAD answers every commit (create_response): this answer is to
+            # the echo, so it is stopped before a word of it plays
+            self._echo_committed = False
+            self._echo_responses.add(rid)
+            self._cancelled_responses.add(rid)
+            await self._send({"type": "response.cancel", "response_id": rid})
+            return
         self._active_response = rid
         self._need_reply = False
 
@@ -858,7 +902,11 @@ class OpenAIRealtimeSession:
         item = getattr(event, "item", None)
         item_id = getattr(item, "id", None)
         if getattr(item, "role", None) == "assistant" and item_id:
-            self._reply(str(item_id), str(getattr(event, "response_id", "") or ""))
+            rid = str(getattr(event, "response_id", "") or "")
+            if rid in self._echo_responses:  # keep the model's context free of it too
+                await self._send({"type": "conversation.item.delete", "item_id": str(item_id)})
+                return
+            self._reply(str(item_id), rid)
 
     async def _on_text_delta(self, event: Any) -> None:
         rid = str(getattr(event, "response_id", "") or "")
@@ -895,7 +943,9 @@ class OpenAIRealtimeSession:
         for reply in replies:
             samples += reply.samples
             self.ctx.replies.generated(reply, outcome)  # type: ignore[arg-type]
-        if not replies:  # nothing was said (failed, or cancelled before any output)
+        if rid in self._echo_responses:
+            pass  # never shown: the reply playing now is still the one in progress
+        elif not replies:  # nothing was said (failed, or cancelled before any output)
             self.ctx.emit(AssistantDone(turn_id=rid, status=outcome))  # type: ignore[arg-type]
         if status == "failed":
             details = getattr(response, "status_details", None)
