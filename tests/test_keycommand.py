@@ -57,17 +57,34 @@ def test_keys_list_shows_the_command_source_and_mask(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert out.stderr == "precedence: environment > command > keyring\n"
-    assert any(ln.split() == ["ai-voice-conv.mistral", "command", "****7731"] for ln in lines)
-    assert any(ln.split() == ["ai-voice-conv.openai", "environment", "****1234"] for ln in lines)
+    assert any(
+        ln.split() == ["ai-voice-conv.mistral", "command", "managed", "****7731"] for ln in lines
+    )
+    assert any(
+        ln.split() == ["ai-voice-conv.openai", "environment", "byok", "****1234"] for ln in lines
+    )
     assert KEY not in out.stdout + out.stderr
     # the environment wins over the command
     env_wins = _keys_list(
         cfg, {"OPENAI_API_KEY": "x" * 20, "MISTRAL_API_KEY": "sk-env-key-0000-9999"}
     )
-    assert "ai-voice-conv.mistral    environment  ****9999  (overrides apiKeyCommand)" in (
+    assert "ai-voice-conv.mistral    environment  byok     ****9999  (overrides apiKeyCommand)" in (
         env_wins.stdout
     )
     assert not [p for p in _xdg_files() if KEY.encode() in p.read_bytes()]
+
+
+def test_a_command_key_for_a_byok_only_spec_stays_byok(tmp_path: Path) -> None:
+    """OpenAI's spec lists only `byok` (seed 003): a key read by a command is still the user's
+    own key, so the mode shown is the spec's, while the source says where it was read."""
+    cfg = tmp_path / "config.toml"
+    update_config(cfg, providers={"openai": {"apiKeyCommand": ["sh", "-c", f"printf {KEY}"]}})
+    out = _keys_list(cfg, {"MISTRAL_API_KEY": "sk-env-key-0000-1234"})
+    assert out.returncode == 0, out.stderr
+    assert any(
+        ln.split() == ["ai-voice-conv.openai", "command", "byok", "****7731"]
+        for ln in out.stdout.splitlines()
+    )
 
 
 def test_keys_list_with_a_failing_command_is_one_line_naming_the_exit_status(

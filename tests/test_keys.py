@@ -131,8 +131,8 @@ def test_set_list_delete_through_the_cli(secret_service: KeyStore) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert rows == [
-        ["ai-voice-conv.mistral", "keyring", mask(MISTRAL_KEY)],
-        ["ai-voice-conv.openai", "keyring", "****bbbb"],
+        ["ai-voice-conv.mistral", "keyring", "byok", mask(MISTRAL_KEY)],
+        ["ai-voice-conv.openai", "keyring", "byok", "****bbbb"],
     ]
 
     proc = _cli(["keys", "delete", "ai-voice-conv.openai"])
@@ -141,7 +141,7 @@ def test_set_list_delete_through_the_cli(secret_service: KeyStore) -> None:
     proc = _cli(["keys", "delete", "openai"])
     assert proc.returncode == 0 and "no ai-voice-conv.openai key was stored" in proc.stdout
     proc = _cli(["keys", "list"])
-    assert proc.stdout.splitlines()[1].split() == ["ai-voice-conv.openai", "none"]
+    assert proc.stdout.splitlines()[1].split() == ["ai-voice-conv.openai", "none", "byok"]
 
 
 def test_environment_overrides_the_keyring(secret_service: KeyStore, run_main: Any) -> None:
@@ -153,6 +153,7 @@ def test_environment_overrides_the_keyring(secret_service: KeyStore, run_main: A
     assert proc.stdout.splitlines()[1].split() == [
         "ai-voice-conv.openai",
         "environment",
+        "byok",
         mask(NEW),
     ]
     # setting while the env var is set works, with a note that the env var still wins

@@ -352,9 +352,12 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         for key in reg:
             source: str
             command = cfg.key_command(key)
+            modes = reg.get(key).supported_modes
+            # the spec's mode in use: a command key is `managed` where the spec has that mode
+            mode = "managed" if command and "managed" in modes else "byok"
             try:
                 resolved = store.get(key, command)
-                source, shown = resolved.source, resolved.masked
+                source, shown, mode = resolved.source, resolved.masked, resolved.mode(modes)
                 if command and resolved.source == "environment":
                     shown += "  (overrides apiKeyCommand)"
             except KeyringUnavailable as err:
@@ -363,7 +366,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             except KeyCommandFailed as err:
                 command_failures.append(f"{key}: {err}")
                 source, shown = "command", "failed"
-            print(f"{key:<24} {source:<12} {shown}".rstrip())
+            print(f"{key:<24} {source:<12} {mode:<8} {shown}".rstrip())
         if any(cfg.key_command(k) for k in reg):
             print(f"precedence: {PRECEDENCE}", file=sys.stderr)
         for line in command_failures:

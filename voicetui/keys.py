@@ -64,10 +64,13 @@ class ResolvedKey:
     def masked(self) -> str:
         return mask(self.value)
 
-    @property
-    def mode(self) -> str:
-        """The spec's supported mode in use: ``managed`` (a command) or ``byok``."""
-        return "managed" if self.source == "command" else "byok"
+    def mode(self, supported_modes: Sequence[str]) -> str:
+        """The spec's mode in use: ``managed`` for a key read by a command where the spec
+        supports managed mode. A spec that lists only ``byok`` (OpenAI's) keeps ``byok``:
+        the key is still the user's own, the command is only where it is read from."""
+        if self.source == "command" and "managed" in supported_modes:
+            return "managed"
+        return "byok"
 
 
 def key_problem(key: str) -> str | None:
