@@ -139,12 +139,18 @@ async def test_calibrate_button_without_an_echo_path_picks_full(
     audio_sandbox: Path, tmp_path: Path
 ) -> None:
     """Headphones (the sandbox without its room): nothing comes back, so ``full``, and no
-    echo path is kept in the config."""
+    echo path is kept in the config. A running mic test is stopped first (one device test
+    at a time)."""
     cfg = user_config(tmp_path / "config.toml")
     app = VoiceTuiApp(cfg, autostart=False, health_on_start=False)
     async with app.run_test(size=(120, 40)):
         screen = await open_settings(app)
+        mic_test = screen.query_one("#test-mic", Button)
+        mic_test.press()
+        await wait_until(lambda: str(mic_test.label) == "Stop mic", 5, "the mic test")
         line, _ = await calibrate(app)
+        assert str(mic_test.label) == "Test mic"
+        assert not [w for w in screen.workers if w.group == "mic-test" and w.is_running]
         print(f"\n{line}")
         assert line.startswith("No echo came back") and "Duplex policy: full" in line, line
         assert screen.query_one("#duplex", Select).value == "full"

@@ -237,16 +237,24 @@ class SettingsScreen(VoiceScreen):
         value = self.query_one(select_id, Select).value
         return value if isinstance(value, str) and value else None
 
+    def _stop_mic_test(self) -> bool:
+        """Stop a running mic test; True if one was running."""
+        running = [w for w in self.workers if w.group == "mic-test" and w.is_running]
+        for worker in running:
+            worker.cancel()
+        if running:
+            self.query_one("#test-mic", Button).label = "Test mic"
+            self.query_one("#settings-mic-meter", LevelMeter).set_level(-120)
+        return bool(running)
+
     @on(Button.Pressed, "#test-mic")
     def _toggle_mic(self) -> None:
-        button = self.query_one("#test-mic", Button)
-        running = [w for w in self.workers if w.group == "mic-test" and w.is_running]
-        if running:
-            for worker in running:
-                worker.cancel()
-            button.label = "Test mic"
-            self.query_one("#settings-mic-meter", LevelMeter).set_level(-120)
+        if self._stop_mic_test():
             return
+        if self._calibrating:  # (see _calibrate_pressed)
+            self._echo_line("wait for the echo calibration to finish, then test the mic")
+            return
+        button = self.query_one("#test-mic", Button)
         button.label = "Stop mic"
         self.run_worker(
             self._mic_test(self._device("#input-device")),
@@ -342,6 +350,9 @@ class SettingsScreen(VoiceScreen):
                 error=True,
             )
             return
+        # one device test at a time: a mic test left running would go on beside the session
+        # started afterwards, which it has not paused
+        self._stop_mic_test()
         self._calibrating = True
         self.query_one("#calibrate-echo", Button).label = "Calibrating…"
         self._echo_line(f"echo calibration: playing a {PROBE_S:.0f} s probe and listening…")
