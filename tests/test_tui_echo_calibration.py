@@ -213,3 +213,35 @@ async def test_calibrate_ends_an_idle_session_and_restarts_it_with_the_policy(
         assert engine is not None
         assert engine._gate.policy is expected  # built from the saved config
         await app.end_session("test over")
+
+
+@pytest.mark.audio
+async def test_calibrate_with_a_missing_device_says_what_to_do(
+    audio_sandbox: Path, tmp_path: Path
+) -> None:
+    """A microphone that is not there: one error line naming the fix; the file untouched."""
+    cfg = user_config(tmp_path / "config.toml")
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace(
+            'input_device = "pulse"', 'input_device = "no-such-mic"'
+        ),
+        encoding="utf-8",
+    )
+    before = cfg.read_text(encoding="utf-8")
+    app = VoiceTuiApp(cfg, autostart=False, health_on_start=False)
+    async with app.run_test(size=(120, 40)):
+        await send_keys(app, "s")
+        await wait_until(lambda: isinstance(app.screen, SettingsScreen), 5, "settings")
+        screen = app.screen
+        await wait_until(lambda: bool(app.devices), 10, "the device list")
+        await press_calibrate_by_keyboard(app)
+        await wait_until(lambda: "failed" in echo_line(app), 20, "the error line")
+        line = echo_line(app)
+        print(f"\n{line}")
+        assert "\n" not in line and "no-such-mic" in line, line
+        assert "audio.input_device" in line, line  # what to do
+        assert screen.query_one("#echo-result").has_class("-error")
+        await wait_until(
+            lambda: str(screen.query_one("#calibrate-echo", Button).label) == "Calibrate echo"
+        )
+    assert cfg.read_text(encoding="utf-8") == before
