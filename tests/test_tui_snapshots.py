@@ -19,6 +19,8 @@ import pytest
 from test_tui_support import MISTRAL, OPENAI, wait_until, write_config
 from textual.pilot import Pilot
 
+from voicetui.audio.calibrate import EchoCalibration, config_changes
+from voicetui.audio.ports import DuplexPolicy
 from voicetui.engine.events import (
     AssistantTextDelta,
     AssistantTextFinal,
@@ -35,6 +37,7 @@ from voicetui.health import HealthResult
 from voicetui.tui.app import VoiceTuiApp
 from voicetui.tui.messages import EngineEvent, HealthUpdated
 from voicetui.tui.screens.keys import KeysScreen
+from voicetui.tui.screens.settings import SettingsScreen
 from voicetui.tui.widgets.meters import LevelMeter
 from voicetui.tui.widgets.status import SessionTimer
 
@@ -160,6 +163,32 @@ def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, 
 
 def test_settings_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:
     assert snap_compare(snap_app, terminal_size=size, press=["s", "_"])
+
+
+def test_settings_echo_calibrated_at_80x24(snap_compare: Any, snap_app: VoiceTuiApp) -> None:
+    """The narrowest settings screen: "Calibrate echo" reached with Tab (scrolled into view)
+    and a calibration's result under it, shown and saved by the screen's own code path (a
+    fixed measurement: no devices here)."""
+    result = EchoCalibration(
+        delay_ms=42.0, coupling_db=-12.2, erle_db=31.0, aec_available=True,
+        policy=DuplexPolicy.AEC,
+    )  # fmt: skip
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await pilot.press("s")
+        await wait_until(lambda: isinstance(app.screen, SettingsScreen), 5, "settings")
+        for _ in range(12):
+            if app.focused is not None and app.focused.id == "calibrate-echo":
+                break
+            await pilot.press("tab")
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen) and app.focused is not None
+        assert app.focused.id == "calibrate-echo"
+        screen._calibration_done(result, config_changes(result))
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_health_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:

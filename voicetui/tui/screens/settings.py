@@ -3,7 +3,9 @@
 Choices come from the spec registry (providers, the turn-detection enum), the provider's
 voice list (when reachable) and the audio device list. Saving goes through
 ``voicetui.config.update_config``, whose one-line validation message (from the spec's
-schema) is shown when a value is refused.
+schema) is shown when a value is refused. "Calibrate echo" runs the ``doctor --echo``
+measurement (:mod:`voicetui.audio.calibrate`) on the chosen devices and saves the duplex
+policy it implies the same way.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from voicetui.audio.ports import DuplexPolicy
 from voicetui.config import usable_models
+from voicetui.engine.events import State
 from voicetui.tui.screens.base import VoiceScreen
 from voicetui.tui.widgets.meters import LevelMeter
 
 if TYPE_CHECKING:
-    pass
+    from voicetui.audio.calibrate import EchoCalibration
 
 DEFAULT_DEVICE = "(system default)"
 TONE_HZ = 440.0
 TONE_S = 0.6
+CALIBRATION_SLACK_S = 6.0  # over the probe: opening both devices, the tail, closing them
+# a turn in flight: the session's speaker is (or is about to be) playing a reply
+TURN_STATES = frozenset({State.USER_SPEAKING, State.THINKING, State.ASSISTANT_SPEAKING})
 
 
 def tone_pcm(rate: int = 24_000) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -57,6 +63,7 @@ class SettingsScreen(VoiceScreen):
     def __init__(self) -> None:
         super().__init__()
         self._loading = False
+        self._calibrating = False
 
     def compose(self) -> ComposeResult:
         from voicetui.specs.registry import registry
@@ -100,7 +107,9 @@ class SettingsScreen(VoiceScreen):
                 yield Label("Microphone", classes="field-label")
                 yield Select([(DEFAULT_DEVICE, "")], id="input-device", allow_blank=False)
                 yield Button("Test mic", id="test-mic")
+                yield Button("Calibrate echo", id="calibrate-echo")
             yield LevelMeter("mic", id="settings-mic-meter")
+            yield Static("", id="echo-result")
             with Horizontal(classes="field"):
                 yield Label("Speaker", classes="field-label")
                 yield Select([(DEFAULT_DEVICE, "")], id="output-device", allow_blank=False)
@@ -228,16 +237,24 @@ class SettingsScreen(VoiceScreen):
         value = self.query_one(select_id, Select).value
         return value if isinstance(value, str) and value else None
 
+    def _stop_mic_test(self) -> bool:
+        """Stop a running mic test; True if one was running."""
+        running = [w for w in self.workers if w.group == "mic-test" and w.is_running]
+        for worker in running:
+            worker.cancel()
+        if running:
+            self.query_one("#test-mic", Button).label = "Test mic"
+            self.query_one("#settings-mic-meter", LevelMeter).set_level(-120)
+        return bool(running)
+
     @on(Button.Pressed, "#test-mic")
     def _toggle_mic(self) -> None:
-        button = self.query_one("#test-mic", Button)
-        running = [w for w in self.workers if w.group == "mic-test" and w.is_running]
-        if running:
-            for worker in running:
-                worker.cancel()
-            button.label = "Test mic"
-            self.query_one("#settings-mic-meter", LevelMeter).set_level(-120)
+        if self._stop_mic_test():
             return
+        if self._calibrating:  # (see _calibrate_pressed)
+            self._echo_line("wait for the echo calibration to finish, then test the mic")
+            return
+        button = self.query_one("#test-mic", Button)
         button.label = "Stop mic"
         self.run_worker(
             self._mic_test(self._device("#input-device")),
@@ -277,6 +294,9 @@ class SettingsScreen(VoiceScreen):
 
     @on(Button.Pressed, "#test-tone")
     def _tone(self) -> None:
+        if self._calibrating:  # a tone in the middle of the probe would be measured as echo
+            self._echo_line("wait for the echo calibration to finish, then test the tone")
+            return
         self.run_worker(
             self._play_tone(self._device("#output-device")),
             group="tone",
@@ -302,6 +322,115 @@ class SettingsScreen(VoiceScreen):
             )
         finally:
             await rig.output.stop()
+
+    # --- echo calibration ------------------------------------------------------------------
+
+    def _echo_line(self, text: str, *, error: bool = False) -> None:
+        line = self.query_one("#echo-result", Static)
+        line.update(text)
+        line.set_class(bool(text), "-shown")
+        line.set_class(error, "-error")
+        if text:  # below the fold on a small terminal: bring it (and the button) into view
+            self.call_after_refresh(line.scroll_visible, animate=False)
+
+    @on(Button.Pressed, "#calibrate-echo")
+    def _calibrate_pressed(self) -> None:
+        from voicetui.audio.calibrate import PROBE_S
+
+        if self._calibrating:
+            return
+        engine = self.vapp.engine
+        # While a turn is in flight the session's speaker plays (or is about to play) the
+        # reply: it would sound over the probe and spoil the measurement, and cutting the
+        # assistant off mid-sentence for a setting is not what anyone pressing this expects.
+        if engine is not None and (engine.talking or engine.state in TURN_STATES):
+            self._echo_line(
+                "a turn is under way (you or the assistant speaking): calibrate once the "
+                "conversation is listening again",
+                error=True,
+            )
+            return
+        # one device test at a time: a mic test left running would go on beside the session
+        # started afterwards, which it has not paused
+        self._stop_mic_test()
+        self._calibrating = True
+        self.query_one("#calibrate-echo", Button).label = "Calibrating…"
+        self._echo_line(f"echo calibration: playing a {PROBE_S:.0f} s probe and listening…")
+        self.run_worker(
+            self._calibrate(self._device("#input-device"), self._device("#output-device")),
+            name="echo calibration",
+            group="echo-calibration",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    async def _calibrate(self, input_device: str | None, output_device: str | None) -> None:
+        from voicetui.audio.aec import aec_available
+        from voicetui.audio.calibrate import PROBE_S, calibrate_echo, config_changes
+        from voicetui.audio.errors import AudioError, AudioErrorCode
+        from voicetui.audio.factory import AudioOptions
+        from voicetui.tui.app import one_line
+
+        audio = self.vapp.config.audio
+        options = AudioOptions(
+            input_device=input_device,
+            output_device=output_device,
+            block_ms=audio.block_ms,
+            prebuffer_ms=audio.prebuffer_ms,
+        )
+        # The probe gets the devices to itself, as the mic test has its own streams: an idle
+        # live session is ended rather than muted, because its open speaker could still play
+        # a late reply over the probe, its mic would send the probe noise to the provider (a
+        # turn, with server VAD), and a device opened exclusively would be busy. The new
+        # policy only applies to a new session anyway, so one is started afterwards.
+        resume = self.vapp.engine is not None
+        if resume:
+            await self.vapp.end_session("calibrating echo")
+        try:
+            # WebRTC's first import takes a moment: in a thread, not on the UI's loop
+            await asyncio.to_thread(aec_available)
+            async with asyncio.timeout(PROBE_S + CALIBRATION_SLACK_S):
+                result = await calibrate_echo(options)
+        except TimeoutError:
+            self._calibration_failed(
+                "the devices did not play and record the probe in time: close other programs "
+                "using them (or pick other devices) and calibrate again"
+            )
+        except AudioError as exc:
+            hint = (
+                ": close the program using it or pick another device, then calibrate again"
+                if exc.code is AudioErrorCode.STREAM_ERROR
+                else ""
+            )
+            self._calibration_failed(f"{exc.message}{hint}")
+        except Exception as exc:  # a driver's own failure: one line, not a traceback
+            self._calibration_failed(f"{type(exc).__name__}: {one_line(exc)}")
+        else:
+            # The measurement holds for the devices it ran on: the ones chosen in the form are
+            # saved with it (nothing is written for those already saved).
+            changes = config_changes(result) | {
+                "input_device": input_device,
+                "output_device": output_device,
+            }
+            self._calibration_done(result, changes)
+        finally:
+            self._calibrating = False
+            if resume and self.app.is_running:  # not while the app shuts down
+                self.vapp.start_session(reason="echo calibrated")
+        self.query_one("#calibrate-echo", Button).label = "Calibrate echo"
+
+    def _calibration_failed(self, text: str) -> None:
+        self._echo_line(f"echo calibration failed: {text}", error=True)
+
+    def _calibration_done(self, result: EchoCalibration, changes: dict[str, object]) -> None:
+        report = calibration_report(result)
+        # the app's own comment-keeping writer (tomlkit), as Save uses
+        error = self.vapp.save_config(audio=changes)
+        if error is not None:
+            self._echo_line(f"{report} Not saved: {error}", error=True)
+            return
+        self.query_one("#duplex", Select).value = result.policy.value
+        self._echo_line(f"{report} Saved.")
 
     # --- saving ----------------------------------------------------------------------------
 
@@ -381,6 +510,35 @@ def turn_modes(spec_key: str) -> list[tuple[str, str]]:
     modes = schema.get("properties", {}).get("turnDetection", {}).get("enum", [])
     # the label is the config value itself, so what the UI says is what the TOML needs
     return [(str(m), str(m)) for m in modes]
+
+
+def calibration_report(result: EchoCalibration) -> str:
+    """An echo calibration in plain words: what came back, and the duplex policy chosen and
+    why (headphones -> full; an echo and AEC -> aec; an echo and no AEC -> gated)."""
+    from voicetui.audio.duplex import NO_ECHO_PATH_DB
+
+    if result.delay_ms is None:
+        loss = max(result.echo_return_loss_db, -NO_ECHO_PATH_DB)
+        return (
+            f"No echo came back (the speaker is {loss:.0f} dB or more under in the "
+            "microphone: headphones?). Duplex policy: full — the microphone stays open while "
+            "the assistant talks."
+        )
+    heard = (
+        f"Echo {result.delay_ms:.0f} ms late, {result.echo_return_loss_db:.0f} dB under the "
+        "speaker (echo return loss)"
+    )
+    if result.erle_db is not None:
+        heard += f"; echo cancellation took off {result.erle_db:.0f} dB more (ERLE)"
+    if result.policy is DuplexPolicy.AEC:
+        why = "the microphone hears the speaker, and echo cancellation works here"
+    else:
+        why = (
+            "echo cancellation is not available here, so your voice interrupts the assistant "
+            f"only when it is clearly above an echo expected {result.echo_return_loss_db:.0f} "
+            "dB under the speaker (the measured level)"
+        )
+    return f"{heard}. Duplex policy: {result.policy.value} — {why}."
 
 
 def _number(value: Any) -> str:
