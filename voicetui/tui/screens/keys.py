@@ -86,8 +86,10 @@ class KeysScreen(VoiceScreen):
     def _focus_provider(self) -> None:
         target = self.panel_for(self.focus_provider) if self.focus_provider else None
         if target is not None:
-            # the key field: pasting a key is the first thing most people do here
-            for field in target.query(".key-input"):
+            # the key field: pasting a key is the first thing most people do here (with no
+            # keyring that field is hidden, and the command field is the way)
+            wanted = ".key-command-input" if target.has_class("-no-keyring") else ".key-input"
+            for field in target.query(wanted):
                 field.focus()
             target.scroll_visible(animate=False)
 

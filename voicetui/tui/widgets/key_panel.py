@@ -173,6 +173,9 @@ class KeyPanel(Vertical):
     def show_no_keyring(self, reason: str) -> None:
         """No OS keyring: no dead field — say how to give the key through the environment."""
         self.add_class("-no-keyring")
+        if self.query_one(".key-input", Input).has_focus:
+            # the key field is hidden now: the command field is what works here
+            self.query_one(".key-command-input", Input).focus()
         self.query_one(".key-no-keyring", Static).update(
             f"No OS keyring on this machine ({reason}), so voicetui cannot store a key here.\n"
             f"Set {self.env_var} in the environment instead, e.g. in your shell profile:\n"
