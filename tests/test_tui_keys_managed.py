@@ -248,3 +248,17 @@ async def test_without_a_keyring_the_command_row_is_the_way(no_keyring: None) ->
         source = panel.query_one(".key-source", Static)
         await wait_until(lambda: "****7731" in text(source), 10, "the managed key")
         assert "mode: managed" in text(source)
+
+
+async def test_a_configured_command_is_a_key_at_start_up() -> None:
+    """With only an apiKeyCommand, start-up does not take the provider for keyless (the
+    first-run Keys screen); a failing command is left to the session to report."""
+    cfg = write_commented_config("http://127.0.0.1:9")
+    app = VoiceTuiApp(
+        cfg, autostart=False, health_on_start=False, frozen=True, keys=keyring_free_store()
+    )
+    async with app.run_test(size=(80, 24)):
+        app.save_config(providers={OPENAI: {"apiKeyCommand": ["sh", "-c", f"printf {KEY}"]}})
+        assert await app.key_source(OPENAI) == "command"
+        app.save_config(providers={OPENAI: {"apiKeyCommand": ["sh", "-c", "exit 3"]}})
+        assert await app.key_source(OPENAI) == "command"
