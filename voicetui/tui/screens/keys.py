@@ -336,6 +336,10 @@ class KeysScreen(VoiceScreen):
         except KeyCommandFailed as exc:
             panel.show_command_result(str(exc), ok=False)
             return
+        if panel.has_class("-problem") and tuple(argv) == self.vapp.config.key_command(
+            panel.spec_key
+        ):
+            await self._refresh(panel)  # the stored command works now: drop its old failure
         shown = f"command ok: {mask(key)}"
         panel.show_command_result(f"{shown}; checking it with the provider…", ok=True)
         result = await check(panel.spec_key, self.vapp.config, self.vapp.keys, api_key=key)

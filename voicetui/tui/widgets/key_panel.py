@@ -151,15 +151,14 @@ class KeyPanel(Vertical):
             self.show_command_result(problem, ok=False)
 
     def show_command(self, command: Sequence[str] | None, *, overridden: bool = False) -> None:
-        """Put the stored ``apiKeyCommand`` (shell-quoted) in the command field, and say in
-        the help whether the environment overrides it."""
+        """Put the stored ``apiKeyCommand`` (shell-quoted) in the command field, and say
+        when the environment overrides it."""
         field = self.query_one(".key-command-input", Input)
         shown = format_key_command(command) if command else ""
         # only when the stored command changed: a refresh must not undo the user's typing
         if shown != self._shown_command:
             field.value = shown
             self._shown_command = shown
-        self.set_class(bool(command), "-managed")
         if overridden and command:
             self.show_command_result(
                 f"the key command is not used: {self.env_var} is set and takes precedence",
