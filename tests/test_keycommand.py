@@ -13,7 +13,12 @@ import pytest
 
 from voicetui.config import update_config
 from voicetui.health import check
-from voicetui.keycommand import KeyCommandFailed, run_key_command
+from voicetui.keycommand import (
+    KeyCommandFailed,
+    format_key_command,
+    parse_key_command,
+    run_key_command,
+)
 from voicetui.keys import KeyStore
 
 KEY = "sk-managed-test-key-7731"
@@ -47,6 +52,23 @@ def test_run_key_command_strips_the_newline_and_reports_failures_in_one_line() -
         run_key_command(["sleep", "5"], timeout_s=0.3)
     with pytest.raises(KeyCommandFailed, match="no key"):
         run_key_command(["true"])
+
+
+def test_a_typed_command_is_split_like_a_shell_and_shown_back_quoted() -> None:
+    typed = "op read 'op://Private Vault/mistral/key' --no-newline"
+    argv = parse_key_command(typed)
+    assert argv == ["op", "read", "op://Private Vault/mistral/key", "--no-newline"]
+    assert parse_key_command(format_key_command(argv)) == argv
+    assert format_key_command(["sh", "-c", "printf x"]) == "sh -c 'printf x'"
+    for bad, reason in (
+        ("op read 'unclosed", "does not parse"),
+        ("", "empty"),
+        ("  ", "empty"),
+        ("op read ''", "empty argument"),
+    ):
+        with pytest.raises(ValueError, match=reason) as err:
+            parse_key_command(bad)
+        assert "\n" not in str(err.value) and "unclosed" not in str(err.value)
 
 
 def test_keys_list_shows_the_command_source_and_mask(tmp_path: Path) -> None:

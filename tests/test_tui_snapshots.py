@@ -10,6 +10,7 @@ import time); NO_COLOR is removed by the shared conftest. Update with
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from test_tui_support import MISTRAL, OPENAI, wait_until, write_config
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from voicetui.audio.calibrate import EchoCalibration, config_changes
 from voicetui.audio.ports import DuplexPolicy
@@ -159,6 +161,78 @@ def test_keys_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, 
         await pilot.pause()
 
     assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
+
+
+def test_keys_screen_managed(
+    snap_compare: Any,
+    snap_app: VoiceTuiApp,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Mistral's key from a secret manager (mode managed, its command in the field), OpenAI's
+    from the environment (byok)."""
+    _managed_mistral(snap_app, monkeypatch, tmp_path)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await app.push_screen(KeysScreen(focus_provider=MISTRAL))
+        await wait_until(
+            lambda: (
+                "****MGD1" in str(app.screen.query(".key-source").first(Static).content)
+                and "environment" in str(app.screen.query(".key-source").last(Static).content)
+            ),
+            10,
+            "key sources",
+        )
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=size, run_before=run_before)
+
+
+def test_keys_screen_managed_at_60x20(
+    snap_compare: Any, snap_app: VoiceTuiApp, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The narrowest keys screen: the command field on a row of its own, the three command
+    buttons under it, labels whole (focus on the command field, scrolled to it)."""
+    _managed_mistral(snap_app, monkeypatch, tmp_path)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        from textual.widgets import Input
+
+        app = pilot.app
+        await app.push_screen(KeysScreen(focus_provider=MISTRAL))
+        await wait_until(
+            lambda: "****MGD1" in str(app.screen.query(".key-source").first(Static).content),
+            10,
+            "the managed key",
+        )
+        await wait_until(
+            lambda: app.focused is not None and app.focused.id == "key-mistral", 5, "focus"
+        )
+        # keyboard only: past Set, Rotate, Test and Delete to the command field
+        await pilot.press("tab", "tab", "tab", "tab", "tab")
+        assert app.focused is app.screen.query_one("#key-mistral-command", Input)
+        app.screen.query_one("#key-mistral-command-clear").scroll_visible(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=(60, 20), run_before=run_before)
+
+
+def _managed_mistral(app: VoiceTuiApp, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A stand-in ``op`` on PATH prints Mistral's key; its apiKeyCommand goes in the config."""
+    from voicetui.config import update_config
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_op = bin_dir / "op"
+    fake_op.write_text("#!/bin/sh\nprintf mistral-managed-key-0000MGD1\n", encoding="utf-8")
+    fake_op.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("MISTRAL_API_KEY")
+    assert app.config_path is not None
+    command = ["op", "read", "op://vault/mistral/key"]
+    update_config(app.config_path, providers={MISTRAL: {"apiKeyCommand": command}})
 
 
 def test_settings_screen(snap_compare: Any, snap_app: VoiceTuiApp, size: tuple[int, int]) -> None:

@@ -10,6 +10,7 @@ line of its stderr, never the key.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,27 @@ class KeyCommandFailed(RuntimeError):
 
 def _program(argv: Sequence[str]) -> str:
     return argv[0] if argv else "?"
+
+
+def parse_key_command(text: str) -> list[str]:
+    """``apiKeyCommand`` from what a user typed shell-style (``op read op://vault/x/key``).
+    Only split and unquoted, never run by a shell. Raises ``ValueError`` with one line (it
+    never quotes the text: a pasted key could be in it)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as err:  # "No closing quotation", "No escaped character"
+        reason = str(err).lower().rstrip(".")
+        raise ValueError(f"the command does not parse ({reason})") from None
+    if not argv:
+        raise ValueError("the command is empty: give the program and its arguments")
+    if any(not arg for arg in argv):
+        raise ValueError("the command has an empty argument ('' is not allowed)")
+    return argv
+
+
+def format_key_command(argv: Sequence[str]) -> str:
+    """``argv`` as the shell-quoted line :func:`parse_key_command` reads back."""
+    return shlex.join(argv)
 
 
 def run_key_command(argv: Sequence[str], timeout_s: float = TIMEOUT_S) -> str:

@@ -242,13 +242,19 @@ class VoiceTuiApp(App[int]):
         self.start_session()
 
     async def key_source(self, spec_key: str) -> str:
-        """Where the key for ``spec_key`` comes from (keyring / environment / none)."""
-        from voicetui.keys import KeyringUnavailable
+        """Where the key for ``spec_key`` comes from (environment / command / keyring /
+        none), as a session would resolve it."""
+        from voicetui.keys import KeyCommandFailed, KeyringUnavailable
 
         try:
-            resolved = await asyncio.to_thread(self.keys.get, spec_key)
+            command = self.config.key_command(spec_key)
+            resolved = await asyncio.to_thread(self.keys.get, spec_key, command)
         except KeyringUnavailable:
             return "none"  # the keys screen says so, with the environment way instead
+        except KeyCommandFailed:
+            # not "no key yet": the session start reports the command's failure in one line
+            # and opens the keys screen, which shows it next to the command
+            return "command"
         return str(resolved.source) if resolved.value else "none"
 
     # --- background work -------------------------------------------------------------------
