@@ -1,5 +1,6 @@
 """Managed keys on the Keys screen: a key command typed shell-style is saved as
-``apiKeyCommand`` (the user's comments kept), shown as mode ``managed``, tested in a worker
+``apiKeyCommand`` (the user's comments kept), shown with source ``command`` and the spec's mode
+(OpenAI's spec lists only ``byok``, so its command key stays ``byok``), tested in a worker
 with a one-line outcome, and cleared again; the key it prints reaches no file."""
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ async def test_set_test_and_clear_a_key_command(openai_emulator: Any, log_file: 
         assert all(comment in saved for comment in COMMENTS)
         assert app.config.key_command(OPENAI) == ("sh", "-c", "printf sk-abc7731")
         shown = text(source)
-        assert "mode: managed" in shown and "source: command" in shown and "****7731" in shown
+        # OpenAI's spec (seed 003) has only `byok`: the command is where the key is read from
+        assert "mode: byok" in shown and "source: command" in shown and "****7731" in shown
         assert KEY not in shown
         assert field.value == COMMAND  # the stored argv, shell-quoted again
 
@@ -143,13 +145,13 @@ async def test_set_test_and_clear_a_key_command(openai_emulator: Any, log_file: 
         assert "\n" not in line and "Traceback" not in line
         assert "-bad" in result.classes
 
-        # set, it is managed and marked as a problem, with the same one line
+        # set, it is the key's source and marked as a problem, with the same one line
         field.focus()
         await pilot.pause()  # focus() lands on the next message round
         await pilot.press("enter")
         await wait_until(lambda: panel.has_class("-problem"), 10, "the problem")
         shown = text(source)
-        assert "mode: managed" in shown and "source: command" in shown, shown
+        assert "mode: byok" in shown and "source: command" in shown, shown
         assert "exit status 3" in text(result) and "boom" in text(result)
 
         # Clear command: only that key leaves the provider's table
@@ -247,7 +249,7 @@ async def test_without_a_keyring_the_command_row_is_the_way(no_keyring: None) ->
         await pilot.press(*COMMAND, "enter")
         source = panel.query_one(".key-source", Static)
         await wait_until(lambda: "****7731" in text(source), 10, "the managed key")
-        assert "mode: managed" in text(source)
+        assert "mode: byok" in text(source) and "source: command" in text(source)
 
 
 async def test_a_configured_command_is_a_key_at_start_up() -> None:

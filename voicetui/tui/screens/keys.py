@@ -117,13 +117,17 @@ class KeysScreen(VoiceScreen):
         """Show ``panel``'s key as the app resolves it (environment > command > keyring);
         returns the source, or ``"command-failed"``."""
         from voicetui.keys import KeyCommandFailed, KeyringUnavailable
+        from voicetui.specs.registry import registry
 
         keys = self.vapp.keys
         command = self.vapp.config.key_command(panel.spec_key)
+        # the spec's modes: a command key is `managed` only where the spec has that mode
+        modes = registry().get(panel.spec_key).supported_modes
         try:
             resolved = await asyncio.to_thread(keys.get, panel.spec_key, command)
         except KeyCommandFailed as exc:
-            panel.show_source("command", "", mode="managed", command=command, problem=str(exc))
+            mode = "managed" if "managed" in modes else "byok"
+            panel.show_source("command", "", mode=mode, command=command, problem=str(exc))
             return "command-failed"
         except KeyringUnavailable as exc:
             env = keys.environ.get(panel.env_var)
@@ -134,7 +138,7 @@ class KeysScreen(VoiceScreen):
             self._no_keyring_banner(panel)
             return "environment" if env else "none"
         panel.show_source(
-            str(resolved.source), resolved.masked, mode=resolved.mode, command=command
+            str(resolved.source), resolved.masked, mode=resolved.mode(modes), command=command
         )
         return str(resolved.source)
 
