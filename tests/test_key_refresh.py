@@ -28,6 +28,8 @@ from voicetui.engine.events import (
     ErrorEvent,
     Event,
     Reconnected,
+    SessionRolledOver,
+    SessionWarning,
     UserTranscript,
 )
 from voicetui.engine.factory import CommandKey, build_engine
@@ -111,6 +113,7 @@ def session(
     *,
     mode: str = "push_to_talk",
     environ: dict[str, str] | None = None,
+    max_s: float | None = None,
 ) -> tuple[ConversationEngine, list[Event]]:
     """What ``voicetui talk`` builds: config -> key store -> factory -> engine."""
     extras: dict[str, Any] = {"transcriptionModel": "gpt-4o-transcribe"}
@@ -119,6 +122,7 @@ def session(
         "apiKeyCommand": vault.argv,
         "turnDetection": mode,
         **(extras if provider == "openai" else {}),
+        **({"maxSessionDurationSeconds": max_s} if max_s is not None else {}),
     }
     config = update_config(
         tmp_path / "config.toml", provider=provider, providers={provider: options}
@@ -330,6 +334,38 @@ async def test_a_key_rotated_mid_session_is_read_again_and_the_conversation_goes
     assert vault.runs == 2  # the factory's read and one refresh
     assert len(refresh_lines(caplog)) == 1
     assert OLD_KEY not in caplog.text and NEW_KEY not in caplog.text
+    assert_no_key_in_files(tmp_path, OLD_KEY, NEW_KEY)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_key_rotated_before_a_rollover_is_read_again_for_the_new_session(
+    provider: str, emulators: dict[str, Any], tmp_path: Path
+) -> None:
+    emu = emulators[provider]
+    emu.accepted_keys = {OLD_KEY}
+    script(emu, Turn(user_text=HELLO, reply=REPLY), Turn(user_text=SECOND, reply=SECOND_REPLY))
+    vault = Vault(tmp_path, OLD_KEY, NEW_KEY)
+    # a 4 s limit: after the first reply the engine continues in a new provider session,
+    # whose handshake meets the rotated key (the open session is left alone)
+    wav = clip(tmp_path / "q.wav", 0.3, HELLO, 4.5, SECOND, 1.0)
+    engine, events = session(provider, emu, tmp_path, vault, wav, mode="server_vad", max_s=4.0)
+    rotations: list[asyncio.Task[None]] = []
+
+    def rotate_after_the_first_reply(event: Event) -> None:
+        if isinstance(event, AssistantDone) and not rotations:
+            rotations.append(asyncio.ensure_future(emu.rotate_keys(NEW_KEY, drop_code=None)))
+
+    engine.subscribe(rotate_after_the_first_reply)
+
+    ended = await asyncio.wait_for(engine.run(), 50)
+
+    assert ended.code == "input_finished", of(events, ErrorEvent)
+    assert not [e for e in of(events, ErrorEvent) if e.fatal]
+    assert of(events, SessionRolledOver), "no rollover happened"
+    assert not [w for w in of(events, SessionWarning) if w.code == "rollover_failed"]
+    assert lines(events)[-1] == ("assistant", SECOND_REPLY)
+    assert vault.runs == 2
     assert_no_key_in_files(tmp_path, OLD_KEY, NEW_KEY)
 
 

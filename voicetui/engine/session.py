@@ -29,7 +29,11 @@ What the engine expects of a provider session (the seam; a provider is one modul
 * the engine sends mic frames only as the turn mode allows, never while muted, includes the
   input's pre-roll at a push-to-talk start, and pads a push-to-talk turn to 100 ms;
 * raise :class:`ProviderError` from ``connect``/``run`` for failures the user must see
-  (``run`` returning means the service closed the session).
+  (``run`` returning means the service closed the session);
+* read ``ctx.api_key`` at every (re)connect, and when a reconnect inside ``run`` meets
+  ``key_rejected``, ``await ctx.refresh_key(err)`` before giving up: a key from
+  ``apiKeyCommand`` may have been rotated (:mod:`voicetui.engine.keys`). A rejection in
+  ``connect`` or ``renew`` the engine handles itself (a new session with the fresh key).
 """
 
 from __future__ import annotations
