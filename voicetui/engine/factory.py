@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from voicetui import paths
+from voicetui.engine.keys import KeyProvider
 from voicetui.engine.session import ConversationEngine
 from voicetui.engine.transcript import TranscriptStore
 from voicetui.engine.usage import UsageStore
@@ -32,14 +33,56 @@ class _ResolvedKey(Protocol):
     @property
     def value(self) -> str | None: ...
 
+    @property
+    def source(self) -> str: ...
+
 
 class KeySource(Protocol):
     """What the factory needs from ``voicetui.keys.KeyStore``."""
 
     def get(self, spec_key: str, command: Sequence[str] | None = None) -> _ResolvedKey: ...
 
+    def refresh(self, spec_key: str, command: Sequence[str] | None = None) -> _ResolvedKey: ...
 
-__all__ = ["ProviderError", "Voice", "build_engine", "list_voices", "preload_provider"]
+
+class CommandKey:
+    """A :class:`~voicetui.engine.keys.KeyProvider` for a key read from ``apiKeyCommand``:
+    :meth:`refresh` runs the command again through the key store (which caches the key in
+    memory only and registers it for redaction)."""
+
+    def __init__(self, keys: KeySource, spec_key: str, command: Sequence[str]) -> None:
+        self._keys = keys
+        self._spec_key = spec_key
+        self._command = tuple(command)
+
+    def __repr__(self) -> str:
+        return f"CommandKey({self._spec_key}, {self.label})"
+
+    @property
+    def refreshable(self) -> bool:
+        return True
+
+    @property
+    def label(self) -> str:
+        return f"apiKeyCommand {self._command[0]!r}" if self._command else "apiKeyCommand"
+
+    def current(self) -> str:
+        """The key (the store's cached one; the command runs only on first use)."""
+        return self._keys.get(self._spec_key, self._command).value or ""
+
+    def refresh(self) -> str:
+        """Run the command again. Raises ``KeyCommandFailed`` (one line) when it fails."""
+        return self._keys.refresh(self._spec_key, self._command).value or ""
+
+
+__all__ = [
+    "CommandKey",
+    "ProviderError",
+    "Voice",
+    "build_engine",
+    "list_voices",
+    "preload_provider",
+]
 
 
 def missing_key_message(spec_key: str) -> str:
@@ -86,12 +129,20 @@ def build_engine(
     from voicetui.audio.factory import open_audio
 
     settings = config.provider_settings(provider_key)
+    command = config.key_command(settings.spec_key)
     try:
-        api_key = keys.get(settings.spec_key, config.key_command(settings.spec_key)).value
+        resolved = keys.get(settings.spec_key, command)
     except KeyCommandFailed as err:
         raise ProviderError(str(err), code="no_key") from None
-    if not api_key:
+    if not resolved.value:
         raise ProviderError(missing_key_message(settings.spec_key), code="no_key")
+    # a key from a command is read again (once) when the service rejects it mid-session;
+    # one from the environment or the keyring would come back the same
+    api_key: str | KeyProvider = (
+        CommandKey(keys, settings.spec_key, command)
+        if command and resolved.source == "command"
+        else resolved.value
+    )
     provider = get_provider(settings.spec_key)
     rig = open_audio(
         audio if audio is not None else config.audio,

@@ -29,7 +29,11 @@ What the engine expects of a provider session (the seam; a provider is one modul
 * the engine sends mic frames only as the turn mode allows, never while muted, includes the
   input's pre-roll at a push-to-talk start, and pads a push-to-talk turn to 100 ms;
 * raise :class:`ProviderError` from ``connect``/``run`` for failures the user must see
-  (``run`` returning means the service closed the session).
+  (``run`` returning means the service closed the session);
+* read ``ctx.api_key`` at every (re)connect, and when a reconnect inside ``run`` meets
+  ``key_rejected``, ``await ctx.refresh_key(err)`` before giving up: a key from
+  ``apiKeyCommand`` may have been rotated (:mod:`voicetui.engine.keys`). A rejection in
+  ``connect`` or ``renew`` the engine handles itself (a new session with the fresh key).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -71,6 +75,7 @@ from voicetui.engine.events import (
     UserSpeechStopped,
     UserTranscript,
 )
+from voicetui.engine.keys import FixedKey, KeyProvider, SessionKey
 from voicetui.engine.replies import ReplyLedger
 from voicetui.engine.rollover import RolloverClock
 from voicetui.engine.tasks import cancel_and_wait
@@ -134,7 +139,7 @@ class ConversationEngine:
         *,
         provider: Provider,
         settings: ProviderSettings,
-        api_key: str,
+        api_key: str | KeyProvider,
         audio_in: AudioInput,
         audio_out: AudioOutput,
         gate: BargeInGate,
@@ -150,7 +155,15 @@ class ConversationEngine:
     ) -> None:
         self._provider = provider
         self._settings = settings
-        self._api_key = api_key
+        # a string is a key that cannot change; a KeyProvider from a command is read again
+        # (once) when the service rejects it
+        keys = FixedKey(api_key) if isinstance(api_key, str) else api_key
+        self._key = SessionKey(
+            keys,
+            api_key if isinstance(api_key, str) else keys.current(),
+            service=settings.spec_key.rsplit(".", 1)[-1],
+        )
+        self._ctx: SessionContext | None = None
         self._audio_in = audio_in
         self._audio_out = audio_out
         self._gate = gate
@@ -408,7 +421,7 @@ class ConversationEngine:
 
         ctx = SessionContext(
             settings=self._settings,
-            api_key=self._api_key,
+            api_key=self._key.value,
             emit=self._emit,
             playback=self._audio_out,
             gate=self._gate,
@@ -416,15 +429,13 @@ class ConversationEngine:
             replies=self._replies,
             log=logging.getLogger(f"voicetui.provider.{self._settings.spec_key}"),
             session_id=self.session_id,
+            refresh_key=self._refresh_key,
         )
+        self._ctx = ctx
         self._audio_out.set_on_played(self._on_played)
         try:
-            session = self._provider.create_session(ctx)
-            self._session = session
-            # a provider that reports its replies through the ledger implements cancel();
-            # one that does not keeps its own interrupt() (the ledger then has nothing to cut)
-            self._replies.set_canceller(getattr(session, "cancel", None))
-            if not await self._connect_unless_ended(session):
+            session = await self._connect_with_fresh_key(ctx)
+            if session is None:
                 return await self._finish()
         except ProviderError as exc:
             return await self._finish_with_error(str(exc), exc.code)
@@ -485,6 +496,52 @@ class ConversationEngine:
                 self._request_end(message, "error")
             return
         self._request_end("the provider closed the session", "provider_closed")
+
+    async def _connect_with_fresh_key(self, ctx: SessionContext) -> ProviderSession | None:
+        """Create the provider session and connect it; a key from a command that the
+        service rejects is read again once and a new session connects with it. None when
+        :meth:`end` came first. Raises :class:`ProviderError`."""
+        while True:
+            session = self._provider.create_session(ctx)
+            self._session = session
+            # a provider that reports its replies through the ledger implements cancel();
+            # one that does not keeps its own interrupt() (the ledger then has nothing to cut)
+            self._replies.set_canceller(getattr(session, "cancel", None))
+            try:
+                if not await self._connect_unless_ended(session):
+                    return None
+            except ProviderError as exc:
+                if exc.code != "key_rejected":
+                    raise
+                # a half-open session is not reused: the next one starts clean with the key
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
+                self._session = None
+                await self._refresh_key(exc)  # raises when there is no fresh key
+                continue
+            self._key.accepted()
+            return session
+
+    async def _refresh_key(self, rejected: ProviderError) -> None:
+        """``ctx.refresh_key``: the service rejected the key; put a fresh one in the
+        context or raise the :class:`ProviderError` that ends the session."""
+        fresh = await self._key.refresh(rejected)
+        if self._ctx is not None:
+            self._ctx.api_key = fresh
+
+    async def _renew_with_fresh_key(self, renew: Callable[[], Awaitable[object]]) -> str:
+        """The provider's ``renew()``, with one key refresh when the service rejects the
+        key of the new session (the old one keeps running meanwhile)."""
+        while True:
+            try:
+                seeded = str(await renew())
+            except ProviderError as exc:
+                if exc.code != "key_rejected":
+                    raise
+                await self._refresh_key(exc)  # raises when there is no fresh key
+                continue
+            self._key.accepted()
+            return seeded
 
     async def _connect_unless_ended(self, session: ProviderSession) -> bool:
         """Connect, unless :meth:`end` comes first (quitting while connecting)."""
@@ -730,9 +787,9 @@ class ConversationEngine:
                 async with self._turn_lock:
                     if self._talking:
                         return True  # pressed just now: renew after this turn
-                    seeded = str(await renew())
+                    seeded = await self._renew_with_fresh_key(renew)
             else:
-                seeded = str(await renew())
+                seeded = await self._renew_with_fresh_key(renew)
         except ProviderError as exc:
             log.warning("session rollover failed: %s", exc)
             if not self._rollover.renewal_failed(elapsed, retryable=exc.retryable):
@@ -835,6 +892,7 @@ class ConversationEngine:
                 clock.final_transcript = event.at
                 clock.turn_id = event.turn_id
         elif isinstance(event, AssistantTextDelta):
+            self._key.accepted()  # the service is answering: the key works
             self._reply_active = True
             clock = self._clock
             if clock is not None and clock.first_text is None and clock.speech_end is not None:
@@ -854,6 +912,7 @@ class ConversationEngine:
         elif isinstance(event, Reconnecting):
             self._set_state(State.RECONNECTING, event.reason)
         elif isinstance(event, Reconnected):
+            self._key.accepted()
             self._set_state(self._rest_state(), "reconnected")
         elif isinstance(event, ErrorEvent) and event.fatal:
             self._set_state(State.ERROR, event.message)

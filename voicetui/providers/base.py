@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -63,9 +63,22 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
+async def keep_key(rejected: ProviderError) -> None:
+    """The default :attr:`SessionContext.refresh_key`: there is no other key."""
+    raise rejected
+
+
 @dataclass(slots=True)
 class SessionContext:
-    """What the engine hands a provider session."""
+    """What the engine hands a provider session.
+
+    ``api_key`` is the key to connect with *now*: read it at every connect, never keep a
+    copy. When the service rejects it (``key_rejected``) while (re)connecting, ``await
+    ctx.refresh_key(err)`` once before giving up: it returns when ``api_key`` holds a fresh
+    key to retry with, and raises the :class:`ProviderError` to end the session with when
+    there is none (a key not from a command, a command that fails or gives the same key,
+    a fresh key rejected too). It never blocks the loop (the command runs in a thread).
+    """
 
     settings: ProviderSettings
     api_key: str
@@ -79,6 +92,7 @@ class SessionContext:
     # turns instead of rewriting the earlier ones (``u1`` of the second session is not
     # ``u1`` of the first).
     session_id: str = ""
+    refresh_key: Callable[[ProviderError], Awaitable[None]] = keep_key
     _turn_numbers: Iterator[int] = field(
         default_factory=lambda: itertools.count(1), init=False, repr=False
     )

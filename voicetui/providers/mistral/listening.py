@@ -50,12 +50,14 @@ class Listener:
         on_reconnecting: Callable[[int, float, str], None],
         on_reconnected: Callable[[int], Awaitable[None]],
         log: logging.Logger,
+        on_key_rejected: Callable[[ProviderError], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._opt = options
         self._on_event = on_event
         self._on_reconnecting = on_reconnecting
         self._on_reconnected = on_reconnected
+        self._on_key_rejected = on_key_rejected  # ctx.refresh_key: a fresh key, or raises
         self._log = log
         self._conn: RealtimeConnection | None = None
         self._closing = False
@@ -193,7 +195,7 @@ class Listener:
                 self._on_reconnecting(attempt, delay, reason)
                 await asyncio.sleep(delay)
                 try:
-                    await self.open()
+                    await self._reopen_with_fresh_key()
                 except ProviderError as err:
                     if err.code == "key_rejected" or not err.retryable:
                         raise
@@ -201,6 +203,18 @@ class Listener:
                     continue
                 await self._on_reconnected(attempt)
                 break
+
+    async def _reopen_with_fresh_key(self) -> None:
+        """:meth:`open`; a rejected key (rotated since) is refreshed once through
+        ``on_key_rejected``, which raises the line that ends the session when it cannot."""
+        while True:
+            try:
+                await self.open()
+                return
+            except ProviderError as err:
+                if err.code != "key_rejected" or self._on_key_rejected is None or self._closing:
+                    raise
+                await self._on_key_rejected(err)
 
     def mark_closing(self) -> None:
         """From now on a closed socket is the end, not a drop."""

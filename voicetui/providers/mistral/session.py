@@ -31,8 +31,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -74,6 +75,7 @@ DEFAULT_DIARIZE_MODEL = CATALOG.defaults["diarizeModel"]
 DEFAULT_TTS_MODEL = CATALOG.defaults["ttsModel"]
 DEFAULT_VOICE = CATALOG.defaults["defaultVoice"]
 _FALLBACK_LOGGED: set[str] = set()  # models already reported as "no server turn detection"
+T = TypeVar("T")
 
 DIARIZE_HOLD_S = 2.0  # longest the diarization upload waits for the agent request
 MIN_TURN_SAMPLES = ENGINE_RATE // 10  # never commit less than 100 ms of audio
@@ -225,8 +227,11 @@ class MistralSession:
     async def connect(self) -> None:
         """Create the client, find or create the agent and open the transcription socket."""
         # importing the SDK and first touching its sub-clients costs ~1 s: not on the loop
+        # the key is read per request, so one refreshed by ctx.refresh_key (a rotated
+        # managed key) reaches every socket and REST call made after it
+        ctx = self.ctx
         self.client = await asyncio.to_thread(
-            build_client, self.ctx.api_key, self.settings.base_url or None
+            build_client, lambda: ctx.api_key, self.settings.base_url or None
         )
         self.agents = AgentManager(
             self.client, self.settings, self.ctx.state_dir, log=self.log, policy=self.policy
@@ -241,6 +246,7 @@ class MistralSession:
             on_event=self._on_stt_event,
             on_reconnecting=self._on_reconnecting,
             on_reconnected=self._on_reconnected,
+            on_key_rejected=self.ctx.refresh_key,
             log=self.log,
         )
         fallback = self.server_vad and not self.server_turn_detection
@@ -703,8 +709,10 @@ class MistralSession:
             )
 
         try:
-            return await call_with_retries(
-                op, what="asking the agent", policy=self.policy, log=self.log
+            return await self._with_fresh_key(
+                lambda: call_with_retries(
+                    op, what="asking the agent", policy=self.policy, log=self.log
+                )
             )
         except ProviderError as err:
             if err.code != "not_found":
@@ -847,13 +855,27 @@ class MistralSession:
             await speech.cancel()
             reply.generating = False
             if err.code == "key_rejected":
-                self._fail(err)
-                return
+                try:  # the speech socket's key: the next reply gets a fresh one, or we end
+                    await self.ctx.refresh_key(err)
+                except ProviderError as final:
+                    self._fail(final)
+                    return
             self.log.warning("reply %s failed: %s", reply.id, err)
             self._emit(ErrorEvent(message=str(err), code=err.code))
             self.ctx.replies.lost(reply.line, str(err))
         finally:
             reply.generating = False
+
+    async def _with_fresh_key(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``; when the service rejects the key, ``ctx.refresh_key`` gives a fresh
+        one once (the client reads it per request) and the call is made again."""
+        while True:
+            try:
+                return await call()
+            except ProviderError as err:
+                if err.code != "key_rejected" or self._closed:
+                    raise
+                await self.ctx.refresh_key(err)
 
     async def _rest_of_reply(self, received: str) -> str | None:
         """The part of the reply a broken stream did not deliver, from the conversation the
@@ -928,7 +950,7 @@ class MistralSession:
             await self.listener.send(np.concatenate(open_turn.audio).tobytes())
 
 
-def build_client(api_key: str, server_url: str | None) -> Mistral:
+def build_client(api_key: str | Callable[[], str], server_url: str | None) -> Mistral:
     """One client for the whole session (keep-alive connections are reused), with every
     sub-client and event model it will use loaded up front (call it in a worker thread)."""
     from mistralai.client import Mistral, models

@@ -573,7 +573,7 @@ class OpenAIRealtimeSession:
                 return
             self._pacer.attempt(time.monotonic())
             try:
-                await self._open(seed=True)
+                await self._reopen_with_fresh_key()
             except ProviderError as exc:
                 if exc.code == "key_rejected" or not exc.retryable:
                     raise
@@ -591,6 +591,19 @@ class OpenAIRealtimeSession:
             f"lost the connection to OpenAI and could not reconnect ({last})",
             code="network",
         )
+
+    async def _reopen_with_fresh_key(self) -> None:
+        """A seeded new socket; when the service rejects the key (rotated in the secret
+        manager since), ``ctx.refresh_key`` gives a fresh one once, or raises the line that
+        ends the session."""
+        while True:
+            try:
+                await self._open(seed=True)
+                return
+            except ProviderError as exc:
+                if exc.code != "key_rejected" or self._closing:
+                    raise
+                await self.ctx.refresh_key(exc)
 
     async def renew(self) -> str:
         """Session rollover (the engine calls it between turns, before the session limit):

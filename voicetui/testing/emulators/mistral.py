@@ -30,6 +30,11 @@ realtime delta of an utterance; ``first_token_delay_s`` before the first agent t
 request, per realtime speech socket); ``audio_pace`` and ``chunk_ms`` for TTS audio.
 ``emu.tool_delay_s`` is how long a scripted web search "runs".
 
+Keys: ``emu.accepted_keys`` (None, the default: any bearer) limits the ``Authorization:
+Bearer`` keys the REST calls and WebSocket handshakes accept; any other gets HTTP 401
+``{"detail": "Unauthorized"}`` like the service. ``await emu.rotate_keys(key)`` switches it at
+runtime and drops the open sockets, as revoking the old key would.
+
 Faults (``emu.faults``) apply to paths under ``emu.fault_scope`` (all paths when None):
 forced HTTP status for the next N REST calls (429 with ``retry-after`` and ``retry-after-ms``),
 WebSocket upgrade rejected, a stream dropped after N server events (WebSocket: close with
@@ -56,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import math
@@ -298,6 +304,8 @@ class MistralEmulator(EmulatorServer):
         # (conversation.response.error) right after conversation.response.started
         self.conversation_error: str | None = None
         self.strict: StrictChecker | None = None
+        self.accepted_keys: set[str] | None = None  # None: any bearer will do
+        self.open_sockets: set[web.WebSocketResponse] = set()  # realtime sockets now open
         self._cursors: dict[str, int] = {}
         self._cursor_script: Script | None = None
         if strict:
@@ -314,6 +322,25 @@ class MistralEmulator(EmulatorServer):
         index = self._cursors.get(endpoint, 0)
         self._cursors[endpoint] = index + 1
         return turns[min(index, len(turns) - 1)]
+
+    def key_ok(self, request: web.Request) -> bool:
+        """Whether the request's bearer key is accepted (see ``accepted_keys``)."""
+        if self.accepted_keys is None:
+            return True
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        return bool(key) and key in self.accepted_keys
+
+    async def rotate_keys(self, *keys: str, drop_code: int | None = 1011) -> None:
+        """A key rotation at the provider: accept only ``keys`` from now on and, unless
+        ``drop_code`` is None, close every open realtime socket with it (the service drops
+        the sessions of a revoked key; the client reconnects and must present a new one)."""
+        self.accepted_keys = set(keys)
+        if drop_code is None:
+            return
+        for ws in list(self.open_sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=drop_code, message=b"API key revoked")
 
     def reset_cursors(self) -> None:
         """Start every endpoint's cursor at the first turn again."""
@@ -430,6 +457,9 @@ class MistralEmulator(EmulatorServer):
         request[ARRIVED_AT] = time.monotonic()
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await handler(request)  # WebSocket faults are applied by the socket handlers
+        if not self.key_ok(request):
+            self._log_http(request, 401)
+            return web.json_response(_status_body(401), status=401)
         if self.fault_in_scope(request.path):
             if self.faults.stall_s > 0:
                 await asyncio.sleep(self.faults.stall_s)

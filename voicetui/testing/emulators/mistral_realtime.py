@@ -85,10 +85,14 @@ def expected_speech_s(text: str) -> float:
 
 
 async def _reject(emu: MistralEmulator, request: web.Request) -> web.Response | None:
-    """The handshake-rejection fault: answer the upgrade request with a plain HTTP status."""
-    if not emu.fault_in_scope(request.path):
+    """A key the emulator does not accept, or the handshake-rejection fault: answer the
+    upgrade request with a plain HTTP status."""
+    if not emu.key_ok(request):
+        status: int | None = 401
+    elif not emu.fault_in_scope(request.path):
         return None
-    status = emu.faults.take_ws_reject()
+    else:
+        status = emu.faults.take_ws_reject()
     if status is None:
         return None
     emu.log.add(LogEntry(at=time.monotonic(), kind="ws_reject", path=request.path, status=status))
@@ -146,6 +150,7 @@ class _Socket:
         if rejected is not None:
             return rejected
         await self.ws.prepare(self.request)
+        self.emu.open_sockets.add(self.ws)
         self.emu.log.add(
             LogEntry(
                 at=self.request.get(ARRIVED_AT, time.monotonic()),
@@ -170,6 +175,7 @@ class _Socket:
                     continue
                 await self.handle(msg)
         finally:
+            self.emu.open_sockets.discard(self.ws)
             if not writer.done():
                 # let queued events drain when the client closed only its side
                 try:

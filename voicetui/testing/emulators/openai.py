@@ -23,7 +23,9 @@ Scripting (per test):
   (one-shot; 1005/1006 cut TCP without a close frame), ``malformed_after_events``,
   ``unknown_after_events`` (one-shot frames), ``stall_s`` (before every HTTP answer and
   every server frame).
-* Emulator attributes: ``accepted_keys`` (None = any non-empty bearer), ``insufficient_quota``
+* Emulator attributes: ``accepted_keys`` (None = any non-empty bearer; ``await
+  emu.rotate_keys(key)`` switches it at runtime and drops the open sockets, as revoking the
+  old key would), ``insufficient_quota``
   (429 bodies say so, with ``x-should-retry: false``), ``ws_reject_mode`` (``"http"`` or
   ``"error_close"``: accept, ``error`` event ``invalid_api_key``, close 1008),
   ``initial_turn_detection`` / ``instructions`` / ``voice`` (what ``session.created`` shows),
@@ -1451,6 +1453,20 @@ class OpenAIEmulator(EmulatorServer):
         self._counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._salt = uuid.uuid4().hex[:6]
+
+    async def rotate_keys(self, *keys: str, drop_code: int | None = 1011) -> None:
+        """A key rotation at the provider: accept only ``keys`` from now on and, unless
+        ``drop_code`` is None, close every open socket with it (the service drops the
+        sessions of a revoked key; the client reconnects and must present a new one)."""
+        self.accepted_keys = set(keys)
+        if drop_code is None:
+            return
+        for session in list(self.sessions):
+            if not session.ws.closed:
+                session.closed = True
+                session.close_code = drop_code
+                with contextlib.suppress(Exception):
+                    await session.ws.close(code=drop_code, message=b"API key revoked")
 
     async def stop(self) -> None:
         """Close open sockets (1001 going away) first, so shutdown never waits on a client."""
