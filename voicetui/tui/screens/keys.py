@@ -56,7 +56,8 @@ class KeysScreen(VoiceScreen):
             title = reg.get(active).meta.title
             yield Static(
                 f"Welcome! There is no API key for {title} yet. Paste one below and press "
-                "Enter (or Set): it is stored in your OS keyring, never in a file. "
+                "Enter (or Set): it is stored in your OS keyring, never in a file. Or give the "
+                "command that prints it from your secret manager in the command field. "
                 "The console opens as soon as the key is saved.",
                 classes="banner",
                 id="first-run",
@@ -146,8 +147,9 @@ class KeysScreen(VoiceScreen):
         for banner in self.query("#first-run").results(Static):
             banner.update(
                 f"Welcome! There is no API key for {panel.title} yet, and no OS keyring on "
-                f"this machine to keep one. Set {panel.env_var} in the environment and "
-                "start voicetui again."
+                f"this machine to keep one. Give the command that prints it from your secret "
+                f"manager below, or set {panel.env_var} in the environment and start "
+                "voicetui again."
             )
 
     @on(KeyPanel.Action)
