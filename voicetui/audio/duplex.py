@@ -21,7 +21,9 @@ Without headphones the assistant's own voice comes back through the microphone. 
   output level with a coupling learnt by a peak follower, as before.
 * ``aec``: the mic goes through WebRTC's echo canceller (:mod:`voicetui.audio.aec`) first;
   the gate then works as under ``gated`` on the cleaned signal, where it measures the
-  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in.
+  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in. Once the
+  gate has measured that there is no echo path (:meth:`EchoGate.no_echo_path`), the raw mic
+  is used instead: AEC3 with nothing to learn from suppresses the user over the reply.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
@@ -152,11 +154,16 @@ class EchoGate:
         if self.policy is DuplexPolicy.HALF:
             return not self.assistant_audible()
         if self.policy is DuplexPolicy.AEC and self._raw_db is not None:
-            if self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB:
+            if self.no_echo_path():
                 return True  # measured: nothing comes back (headphones), nothing to cancel
             unproven = len(self._erle) < ERLE_MIN_FRAMES or time.monotonic() < self._aec_hold
             return not (unproven and self.assistant_audible())
         return True
+
+    def no_echo_path(self) -> bool:
+        """True once the speaker -> mic coupling is measured to be negligible (headphones):
+        under ``aec`` the raw mic is then used (see :mod:`voicetui.audio.aec`)."""
+        return self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB
 
     def allows_barge_in(self) -> bool:
         """True if recent user speech may interrupt the assistant."""

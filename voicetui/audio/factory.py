@@ -170,4 +170,5 @@ def open_audio(
     gate = EchoGate(audio_out, policy, reference=reference, initial_coupling_db=coupling)
     if isinstance(mic, EchoCancelledInput):
         mic.on_raw = gate.observe_raw
+        mic.passthrough = gate.no_echo_path  # AEC3 with no echo to learn eats the user
     return AudioRig(mic, audio_out, gate)

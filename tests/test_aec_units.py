@@ -1,0 +1,147 @@
+"""The echo canceller's path without devices: a speaker reference written block by block on a
+synthetic clock (48 kHz, like the sandbox's device), a microphone that hears the user and, or
+not, the speaker's echo. Deterministic reproduction of issue 15's missed first barge-in under
+``aec``: with no echo path, AEC3 suppresses the user speaking over the first reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from voicetui.audio.aec import EchoCancelledInput, EchoCanceller, aec_available
+from voicetui.audio.duplex import EchoGate
+from voicetui.audio.level import rms_peak_dbfs
+from voicetui.audio.ports import ENGINE_RATE, CaptureFrame, DuplexPolicy
+from voicetui.audio.reference import SpeakerReference
+from voicetui.audio.resample import to_int16
+from voicetui.audio.vad import Vad
+from voicetui.testing.emulators.common import speech_like_pcm
+
+pytestmark = pytest.mark.skipif(not aec_available(), reason="livekit's APM does not load")
+
+T0 = 1000.0
+DEVICE_RATE = 48_000
+REPLY = speech_like_pcm(
+    "Well, that is a good question and the answer takes a while, so let me walk you "
+    "through it step by step from the very start."
+)
+USER = speech_like_pcm("Wait stop please, I have a question.", rate=18_000)  # a higher voice
+REPLY_AT_S, USER_AT_S, SECONDS = 0.3, 1.3, 3.5  # the user speaks 1 s into the first reply
+FRAME = ENGINE_RATE // 50
+
+
+class Speaker:
+    """The speaker side the gate asks about: playing from ``REPLY_AT_S`` on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def is_active(self) -> bool:
+        return self.now >= REPLY_AT_S
+
+    def recent_level_dbfs(self, window_s: float = 0.2) -> float:
+        return -14.0 if self.is_active() else -120.0
+
+
+class Mic:
+    """An :class:`~voicetui.audio.ports.AudioInput` of 20 ms frames from an array; before each
+    frame the speaker reference gets everything queued up to 20 ms past it."""
+
+    def __init__(self, mic: np.ndarray, speaker: np.ndarray, ref: SpeakerReference) -> None:
+        self.mic, self.speaker, self.ref = mic, speaker, ref
+        self.clock = Speaker()
+        self._vad = Vad(2)
+        self.level_dbfs = -120.0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def set_on_error(self, callback: object) -> None:
+        return None
+
+    async def frames(self) -> AsyncIterator[CaptureFrame]:
+        block, written = DEVICE_RATE // 100, 0
+        for k in range(len(self.mic) // FRAME):
+            t_end = (k + 1) * FRAME / ENGINE_RATE
+            self.clock.now = t_end
+            while written / DEVICE_RATE < t_end + 0.02:
+                chunk = self.speaker[written : written + block]
+                self.ref.write(chunk, DEVICE_RATE, T0 + written / DEVICE_RATE)
+                written += block
+            pcm = to_int16(self.mic[k * FRAME : (k + 1) * FRAME])
+            rms, peak = rms_peak_dbfs(pcm)
+            speech = self._vad.classify_block(pcm, rms)
+            yield CaptureFrame(pcm, T0 + t_end + 0.004, rms, peak, speech)
+
+
+def run(echo_db: float | None, *, passthrough: bool) -> tuple[EchoGate, list[tuple[float, ...]]]:
+    """The rig's ``aec`` path (canceller, then gate) over one reply with the user 1 s into
+    it. Per frame: (end time, raw dBFS, output dBFS, barge-in allowed and mic open)."""
+    import soxr
+
+    n = int(SECONDS * ENGINE_RATE)
+    speaker24 = np.zeros(n, dtype=np.float32)
+    i = int(REPLY_AT_S * ENGINE_RATE)
+    speaker24[i : i + len(REPLY)] = REPLY[: n - i]
+    mic = np.zeros(n, dtype=np.float32)
+    u = int(USER_AT_S * ENGINE_RATE)
+    mic[u : u + len(USER)] = 0.3 * USER[: n - u]
+    if echo_db is not None:
+        d = int(0.04 * ENGINE_RATE)
+        mic[d:] += speaker24[: n - d] * 10 ** (echo_db / 20)
+    speaker = soxr.resample(speaker24, ENGINE_RATE, DEVICE_RATE).astype(np.float32)
+    ref = SpeakerReference()
+    inner = Mic(mic, speaker, ref)
+    gate = EchoGate(inner.clock, DuplexPolicy.AEC, reference=ref)
+    cancelled = EchoCancelledInput(inner, EchoCanceller(ref, 30), on_raw=gate.observe_raw)
+    if passthrough:
+        cancelled.passthrough = gate.no_echo_path
+    rows: list[tuple[float, ...]] = []
+
+    async def consume() -> None:
+        async for f in cancelled.frames():
+            gate.observe_mic(f)
+            ok = gate.mic_open() and gate.allows_barge_in()
+            rows.append((inner.clock.now, cancelled.raw_level_dbfs, f.rms_dbfs, float(ok)))
+
+    asyncio.run(consume())
+    return gate, rows
+
+
+def _user_db(rows: list[tuple[float, ...]], col: int) -> float:
+    span = [r[col] for r in rows if USER_AT_S + 0.1 <= r[0] < USER_AT_S + 1.0]
+    return float(10 * np.log10(np.mean([10 ** (v / 10) for v in span])))
+
+
+def test_aec3_with_no_echo_path_suppresses_the_user_over_the_first_reply() -> None:
+    """The cause, reproduced: no echo path, AEC3 output used as is. AEC3 never saw an echo to
+    learn the path from, so it takes the user's voice over the reply for echo."""
+    _, rows = run(None, passthrough=False)
+    raw, out = _user_db(rows, 1), _user_db(rows, 2)
+    assert raw - out >= 15.0, (raw, out)
+
+
+def test_no_echo_path_measured_the_raw_mic_goes_through_and_the_user_barges_in() -> None:
+    """The fix: the gate measures no echo path within the first reply's first few hundred ms;
+    from then on the raw mic is used, and the user barges in on their first frames."""
+    gate, rows = run(None, passthrough=True)
+    assert gate.no_echo_path()
+    raw, out = _user_db(rows, 1), _user_db(rows, 2)
+    assert abs(raw - out) < 0.5, (raw, out)
+    allowed = [t for t, *_, ok in rows if ok and t >= REPLY_AT_S]
+    assert allowed and USER_AT_S <= allowed[0] <= USER_AT_S + 0.060, allowed[:3]
+
+
+def test_with_an_echo_path_the_cleaned_mic_is_used() -> None:
+    """Room at -12 dB: the path is measured, so cancellation stays on and the echo is gone."""
+    gate, rows = run(-12.0, passthrough=True)
+    assert not gate.no_echo_path() and gate.coupling_db == pytest.approx(-12.0, abs=2.0)
+    echo = [(r, c) for t, r, c, _ in rows if REPLY_AT_S + 0.5 <= t < USER_AT_S and r > -60]
+    erle = np.mean([r for r, _ in echo]) - np.mean([c for _, c in echo])
+    assert erle >= 20.0
