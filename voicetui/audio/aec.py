@@ -21,6 +21,7 @@ path appears (the gate measures it and the cleaned signal is used again).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -40,14 +41,20 @@ APM_RATE = 48_000  # a native rate of the module: no resampling inside it
 CHUNK_S = 0.010  # the module takes exactly 10 ms per call
 
 
-def aec_available() -> bool:
-    """True if the WebRTC module can be imported and built here."""
+@functools.cache
+def aec_unavailable_reason() -> str | None:
+    """Why the WebRTC module cannot be imported and built here; None if it can. Asked once
+    per process (every rig of the default ``aec`` policy asks)."""
     try:
         _new_apm()
     except Exception as exc:  # ImportError, a missing native library, an FFI failure
-        log.info("echo cancellation unavailable: %s", exc)
-        return False
-    return True
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def aec_available() -> bool:
+    """True if the WebRTC module can be imported and built here."""
+    return aec_unavailable_reason() is None
 
 
 def _new_apm() -> Any:

@@ -2,9 +2,10 @@
 
 Without headphones the assistant's own voice comes back through the microphone. Policies:
 
-* ``gated`` (default): while the assistant is audible, a mic frame counts as barge-in only if
-  the VAD says speech *and* its level exceeds the expected echo by ``margin_db``, sustained
-  for ``sustain_ms`` (coughs and clicks are shorter; a dip between syllables is forgiven).
+* ``gated`` (the fallback where ``aec`` does not load): while the assistant is audible, a mic
+  frame counts as barge-in only if the VAD says speech *and* its level exceeds the expected
+  echo by ``margin_db``, sustained for ``sustain_ms`` (coughs and clicks are shorter; a dip
+  between syllables is forgiven).
   The expected echo is *measured*: every ``analysis_every_s`` the last ``analysis_window_s``
   of microphone is cross-correlated with what the speaker played (a
   :class:`~voicetui.audio.reference.SpeakerReference`) over delays up to
@@ -19,11 +20,12 @@ Without headphones the assistant's own voice comes back through the microphone. 
   in; with an echo path only speech ``margin_db`` above the measured echo does.
   Outputs without a speaker reference (WAV files) fall back to assuming the echo from the
   output level with a coupling learnt by a peak follower, as before.
-* ``aec``: the mic goes through WebRTC's echo canceller (:mod:`voicetui.audio.aec`) first;
-  the gate then works as under ``gated`` on the cleaned signal, where it measures the
-  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in. Once the
-  gate has measured that there is no echo path (:meth:`EchoGate.no_echo_path`), the raw mic
-  is used instead: AEC3 with nothing to learn from suppresses the user over the reply.
+* ``aec`` (the default): the mic goes through WebRTC's echo canceller
+  (:mod:`voicetui.audio.aec`) first; the gate then works as under ``gated`` on the cleaned
+  signal, where it measures the residual echo (25+ dB lower), so a voice at the level of the
+  raw echo barges in. Once the gate has measured that there is no echo path
+  (:meth:`EchoGate.no_echo_path`), the raw mic is used instead: AEC3 with nothing to learn
+  from suppresses the user over the reply.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
