@@ -108,7 +108,8 @@ class EchoGate:
         self._window_s = analysis_window_s
         self._every_s = analysis_every_s
         self._max_delay_s = max_delay_s
-        self._recent: deque[tuple[float, float]] = deque()  # (time, coupling dB) accepted
+        # accepted measurements: (time, coupling dB, only an upper bound)
+        self._recent: deque[tuple[float, float, bool]] = deque()
         self._mic_ring: Float32Array = np.zeros(
             int(ENGINE_RATE * (analysis_window_s + 0.5)), dtype=np.float32
         )
@@ -336,36 +337,48 @@ class EchoGate:
         ref24 = ref_src.segment(t_start - self._max_delay_s, t_end + lead)
         if ref24 is None:
             return
+        while self._recent and self._recent[0][0] < now - MEASUREMENT_HOLD_S:
+            self._recent.popleft()  # on every window: a user talking must not prolong a hold
         result = measure_coupling(mic24, ref24, self._max_delay_s)
         if result is None:
             return
-        gain_db, delay_s, rho, mic_db, ref_db = result
+        gain_db, delay_s, rho, mic_db, ref_db, quietest_db = result
         self.last_rho = rho
+        bound = False
         if rho >= ECHO_DOMINANT_RHO:
             measured = gain_db  # the echo dominates: its least-squares gain
             self.echo_delay_s = delay_s
         elif mic_db <= ref_db + self.coupling_db - 6.0:
-            measured = mic_db - ref_db  # the mic is quieter than the echo assumed: a bound
+            # the mic is quieter than the echo assumed: the echo is no louder than the whole
+            # mic. Over the speaker's quietest alignment (any delay up to max_delay_s) this
+            # is an upper bound whatever the real delay; at a reply's start, where the real
+            # alignment may still be silence, a loose one
+            measured, bound = mic_db - quietest_db, True
         else:
             return  # loud mic unrelated to the speaker: the user, over little echo
         measured = min(max(measured, COUPLING_FLOOR_DB), 6.0)
+        if bound and measured > self.coupling_db:
+            return  # looser than what is known: says nothing
         self.measurements += 1
-        self._recent.append((now, measured))
-        while self._recent and self._recent[0][0] < now - MEASUREMENT_HOLD_S:
-            self._recent.popleft()
-        self.coupling_db = max(m for _, m in self._recent)
+        self._recent.append((now, measured, bound))
+        real = [m for _, m, b in self._recent if not b]
+        # a measured echo: its loudest recent level. Only upper bounds: the tightest (the
+        # loosest, held, kept the mic closed over the first reply's barge-in: issue 15)
+        self.coupling_db = max(real) if real else min(m for _, m, _ in self._recent)
 
 
 def measure_coupling(
     mic: Float32Array, ref: Float32Array, max_delay_s: float, *, rate: int = ENGINE_RATE
-) -> tuple[float, float, float, float, float] | None:
+) -> tuple[float, float, float, float, float, float] | None:
     """Cross-correlate ``mic`` with ``ref`` (which starts ``max_delay_s`` before it and may run
-    a little past its end); return ``(gain_db, delay_s, rho, mic_dbfs, ref_dbfs)`` at the peak
-    of the normalised correlation, or None when the speaker was silent.
+    a little past its end); return ``(gain_db, delay_s, rho, mic_dbfs, ref_dbfs,
+    quietest_dbfs)`` at the peak of the normalised correlation, or None when the speaker was
+    silent.
 
     ``gain_db`` is the least-squares gain of the best-aligned speaker signal in the mic,
     ``rho`` the normalised correlation there (1 = the mic is only echo), ``ref_dbfs`` the
-    speaker level over the aligned window. Works at :data:`ANALYSIS_RATE`."""
+    speaker level over the aligned window, ``quietest_dbfs`` its level over the quietest
+    alignment of all delays searched. Works at :data:`ANALYSIS_RATE`."""
     import soxr
 
     m = soxr.resample(mic, rate, ANALYSIS_RATE, quality="LQ").astype(np.float64)
@@ -393,4 +406,6 @@ def measure_coupling(
     delay_s = max_delay_s - k / ANALYSIS_RATE
     mic_db = 10 * math.log10(e_m / n_m) if e_m > 0 else SILENCE_DBFS
     ref_db = 10 * math.log10(float(e_r[k]) / n_m) if e_r[k] > 0 else SILENCE_DBFS
-    return gain_db, delay_s, rho, mic_db, ref_db
+    quietest = float(e_r.min())
+    quietest_db = 10 * math.log10(quietest / n_m) if quietest > 0 else SILENCE_DBFS
+    return gain_db, delay_s, rho, mic_db, ref_db, quietest_db
