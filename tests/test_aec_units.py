@@ -176,3 +176,27 @@ def test_with_an_echo_path_the_cleaned_mic_is_used() -> None:
     echo = [(r, c) for t, r, c, *_ in rows if REPLY_AT_S + 0.5 <= t < USER_AT_S and r > -60]
     erle = np.mean([r for r, _ in echo]) - np.mean([c for _, c in echo])
     assert erle >= 20.0
+
+
+def test_the_default_rig_cancels_echo_and_falls_back_to_gated_with_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``duplex`` defaults to ``aec``; where livekit's module does not load the rig runs
+    ``gated`` and says so once. (``open_audio`` opens no device.)"""
+    from voicetui.audio import aec
+    from voicetui.audio.factory import open_audio
+    from voicetui.config import AudioSettings
+
+    settings = AudioSettings(input_device="pulse", output_device="pulse")
+    assert settings.duplex is DuplexPolicy.AEC
+    rig = open_audio(settings)
+    assert rig.gate.policy is DuplexPolicy.AEC and isinstance(rig.input, EchoCancelledInput)
+    assert rig.input.passthrough is not None  # the raw mic while no echo path is measured
+    monkeypatch.setattr(aec, "aec_unavailable_reason", lambda: "ImportError: no livekit")
+    with caplog.at_level("INFO", logger="voicetui.audio"):
+        rig = open_audio(settings)
+    assert rig.gate.policy is DuplexPolicy.GATED and not isinstance(rig.input, EchoCancelledInput)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "duplex aec -> gated: WebRTC echo cancellation unavailable (ImportError: no livekit)"
+    ]
