@@ -54,7 +54,7 @@ pytest: install-test
 test: install-test lint typecheck pytest
 
 # Long real-time device soaks (AEC over the sandbox echo room, rollover across three sessions):
-# kept out of `make test` for time; AEC is opt-in and its runs are load-sensitive.
+# kept out of `make test` for time (the default policy, aec, has a short device test there).
 test-soak: install-test
 	env -u TEXTUAL_THEME -u NO_COLOR bash tools/keyring-sandbox.sh -- $(VENV)/bin/pytest -q -m soak $(ARGS)
 

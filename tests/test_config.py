@@ -109,7 +109,7 @@ def test_missing_file_gives_the_spec_example_defaults(tmp_path: Path) -> None:
         "silenceDurationMs": 500,
         "prefixPaddingMs": 300,
     }
-    assert cfg.audio.duplex is DuplexPolicy.GATED and cfg.audio.block_ms == 20
+    assert cfg.audio.duplex is DuplexPolicy.AEC and cfg.audio.block_ms == 20
 
 
 def test_platform_path_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,7 +96,7 @@ def test_measure_coupling_finds_gain_and_delay() -> None:
     mic = ref[int(0.5 * ENGINE_RATE) - d : int(0.5 * ENGINE_RATE) - d + int(0.3 * ENGINE_RATE)]
     result = measure_coupling(mic * 0.25, ref[: int(0.8 * ENGINE_RATE)], 0.5)
     assert result is not None
-    gain_db, delay_s, rho, _, _ = result
+    gain_db, delay_s, rho, _, _, _ = result
     assert gain_db == pytest.approx(-12.04, abs=0.5) and rho > 0.95
     assert delay_s == pytest.approx(0.123, abs=0.002)
     assert measure_coupling(mic, np.zeros_like(ref), 0.5) is None  # silent speaker

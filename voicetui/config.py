@@ -8,8 +8,9 @@ Layout::
     [audio]
     input_device = "pulse"                  # by name; absent = system default
     output_device = "pulse"
-    duplex = "gated"                        # gated | aec | half | full (aec falls back to
-                                            #   gated where WebRTC AEC does not load)
+    duplex = "aec"                          # aec | gated | half | full (aec, the default,
+                                            #   falls back to gated where WebRTC AEC does
+                                            #   not load)
     echo_coupling_db = -12.0                # set by echo calibration: the measured echo path
     echo_delay_ms = 40.0
     block_ms = 20
@@ -143,14 +144,18 @@ class ConfigError(Exception):
         self.field = field
 
 
+# aec: the rig falls back to gated (one log line) where livekit's APM does not load;
+# deciding that here would cost every config load the module's ~0.3 s import
+DEFAULT_DUPLEX = DuplexPolicy.AEC
+
+
 @dataclass(frozen=True, slots=True)
 class AudioSettings:
     """The ``[audio]`` table. Devices by name; ``None`` = the system default."""
 
     input_device: str | None = None
     output_device: str | None = None
-    # gated stays the default until aec's first-reply barge-in is reliable (see issue 15)
-    duplex: DuplexPolicy = DuplexPolicy.GATED
+    duplex: DuplexPolicy = DEFAULT_DUPLEX
     block_ms: int = 20
     prebuffer_ms: int = 20
     echo_coupling_db: float | None = None  # from echo calibration (voicetui doctor --echo)
@@ -405,7 +410,7 @@ def _build(path: Path, doc: Mapping[str, Any], *, from_file: bool, text: str) ->
     audio = AudioSettings(
         input_device=audio_doc.get("input_device"),
         output_device=audio_doc.get("output_device"),
-        duplex=DuplexPolicy(audio_doc.get("duplex", DuplexPolicy.GATED.value)),
+        duplex=DuplexPolicy(audio_doc.get("duplex", DEFAULT_DUPLEX.value)),
         block_ms=int(audio_doc.get("block_ms", 20)),
         prebuffer_ms=int(audio_doc.get("prebuffer_ms", 20)),
         echo_coupling_db=_opt_float(audio_doc.get("echo_coupling_db")),

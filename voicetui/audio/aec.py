@@ -9,10 +9,19 @@ clock: for each mic frame, the speaker signal of the same interval goes to
 reference always precedes its echo; ``set_stream_delay_ms`` tells AEC3 the device latencies
 and it finds the acoustic delay itself. :class:`EchoCancelledInput` wraps a microphone so
 that everything downstream (gate, provider, meters) sees the cleaned signal.
+
+Where there is no echo path (headphones; the test sandbox), AEC3 never sees an echo to learn
+from, so it keeps its start-up assumption of an echo path of default strength and suppresses
+whatever the mic hears while the speaker plays: the user's first barge-in of a session is
+cut by 25-80 dB (until the double talk itself teaches AEC3 that nothing comes back). So the
+wrapper hands on the raw microphone while the gate has *measured* no echo path
+(``passthrough``); the canceller keeps running on every frame, so it is adapted if an echo
+path appears (the gate measures it and the cleaned signal is used again).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -32,14 +41,20 @@ APM_RATE = 48_000  # a native rate of the module: no resampling inside it
 CHUNK_S = 0.010  # the module takes exactly 10 ms per call
 
 
-def aec_available() -> bool:
-    """True if the WebRTC module can be imported and built here."""
+@functools.cache
+def aec_unavailable_reason() -> str | None:
+    """Why the WebRTC module cannot be imported and built here; None if it can. Asked once
+    per process (every rig of the default ``aec`` policy asks)."""
     try:
         _new_apm()
     except Exception as exc:  # ImportError, a missing native library, an FFI failure
-        log.info("echo cancellation unavailable: %s", exc)
-        return False
-    return True
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def aec_available() -> bool:
+    """True if the WebRTC module can be imported and built here."""
+    return aec_unavailable_reason() is None
 
 
 def _new_apm() -> Any:
@@ -146,10 +161,13 @@ class EchoCancelledInput:
         canceller: EchoCanceller,
         vad_mode: int = 2,
         on_raw: Callable[[CaptureFrame], None] | None = None,
+        passthrough: Callable[[], bool] | None = None,
     ) -> None:
         self.inner = inner
         self.canceller = canceller
         self.on_raw = on_raw  # the gate measures the echo path on the raw mic
+        # True while the raw mic is to be handed on (the gate measured no echo path)
+        self.passthrough = passthrough
         self._vad = Vad(vad_mode)
         self.raw_level_dbfs = -120.0
         self._level = -120.0
@@ -167,12 +185,17 @@ class EchoCancelledInput:
         self.inner.set_on_error(callback)
 
     async def frames(self) -> AsyncIterator[CaptureFrame]:
-        """The inner microphone's frames, echo cancelled, levels and VAD recomputed."""
+        """The inner microphone's frames, echo cancelled, levels and VAD recomputed (raw
+        while ``passthrough`` says there is no echo to cancel)."""
         async for frame in self.inner.frames():
             self.raw_level_dbfs = frame.rms_dbfs
             if self.on_raw is not None:
                 self.on_raw(frame)
-            clean = self.canceller.process(frame)
+            clean = self.canceller.process(frame)  # always: AEC3 stays adapted and in step
+            if self.passthrough is not None and self.passthrough():
+                self._level = frame.rms_dbfs
+                yield frame
+                continue
             rms, peak = rms_peak_dbfs(clean)
             self._level = rms
             speech = self._vad.classify_block(clean, rms) if frame.speech is not None else None
@@ -183,7 +206,13 @@ class EchoCancelledInput:
         return self._level
 
 
-def wrap(inner: AudioInput, reference: SpeakerReference, stream_delay_ms: int) -> AudioInput:
+def wrap(
+    inner: AudioInput,
+    reference: SpeakerReference,
+    stream_delay_ms: int,
+    passthrough: Callable[[], bool] | None = None,
+) -> AudioInput:
     """``inner`` behind an echo canceller fed by ``reference``."""
-    wrapped: AudioInput = EchoCancelledInput(inner, EchoCanceller(reference, stream_delay_ms))
+    canceller = EchoCanceller(reference, stream_delay_ms)
+    wrapped: AudioInput = EchoCancelledInput(inner, canceller, passthrough=passthrough)
     return wrapped

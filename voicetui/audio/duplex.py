@@ -2,9 +2,10 @@
 
 Without headphones the assistant's own voice comes back through the microphone. Policies:
 
-* ``gated`` (default): while the assistant is audible, a mic frame counts as barge-in only if
-  the VAD says speech *and* its level exceeds the expected echo by ``margin_db``, sustained
-  for ``sustain_ms`` (coughs and clicks are shorter; a dip between syllables is forgiven).
+* ``gated`` (the fallback where ``aec`` does not load): while the assistant is audible, a mic
+  frame counts as barge-in only if the VAD says speech *and* its level exceeds the expected
+  echo by ``margin_db``, sustained for ``sustain_ms`` (coughs and clicks are shorter; a dip
+  between syllables is forgiven).
   The expected echo is *measured*: every ``analysis_every_s`` the last ``analysis_window_s``
   of microphone is cross-correlated with what the speaker played (a
   :class:`~voicetui.audio.reference.SpeakerReference`) over delays up to
@@ -19,9 +20,12 @@ Without headphones the assistant's own voice comes back through the microphone. 
   in; with an echo path only speech ``margin_db`` above the measured echo does.
   Outputs without a speaker reference (WAV files) fall back to assuming the echo from the
   output level with a coupling learnt by a peak follower, as before.
-* ``aec``: the mic goes through WebRTC's echo canceller (:mod:`voicetui.audio.aec`) first;
-  the gate then works as under ``gated`` on the cleaned signal, where it measures the
-  residual echo (25+ dB lower), so a voice at the level of the raw echo barges in.
+* ``aec`` (the default): the mic goes through WebRTC's echo canceller
+  (:mod:`voicetui.audio.aec`) first; the gate then works as under ``gated`` on the cleaned
+  signal, where it measures the residual echo (25+ dB lower), so a voice at the level of the
+  raw echo barges in. Once the gate has measured that there is no echo path
+  (:meth:`EchoGate.no_echo_path`), the raw mic is used instead: AEC3 with nothing to learn
+  from suppresses the user over the reply.
 * ``half``: the mic is closed while the assistant is audible (no barge-in by voice).
 * ``full``: always allow; the provider or hardware AEC deals with echo.
 """
@@ -104,7 +108,8 @@ class EchoGate:
         self._window_s = analysis_window_s
         self._every_s = analysis_every_s
         self._max_delay_s = max_delay_s
-        self._recent: deque[tuple[float, float]] = deque()  # (time, coupling dB) accepted
+        # accepted measurements: (time, coupling dB, only an upper bound)
+        self._recent: deque[tuple[float, float, bool]] = deque()
         self._mic_ring: Float32Array = np.zeros(
             int(ENGINE_RATE * (analysis_window_s + 0.5)), dtype=np.float32
         )
@@ -152,11 +157,16 @@ class EchoGate:
         if self.policy is DuplexPolicy.HALF:
             return not self.assistant_audible()
         if self.policy is DuplexPolicy.AEC and self._raw_db is not None:
-            if self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB:
+            if self.no_echo_path():
                 return True  # measured: nothing comes back (headphones), nothing to cancel
             unproven = len(self._erle) < ERLE_MIN_FRAMES or time.monotonic() < self._aec_hold
             return not (unproven and self.assistant_audible())
         return True
+
+    def no_echo_path(self) -> bool:
+        """True once the speaker -> mic coupling is measured to be negligible (headphones):
+        under ``aec`` the raw mic is then used (see :mod:`voicetui.audio.aec`)."""
+        return self.measurements > 0 and self.coupling_db <= NO_ECHO_PATH_DB
 
     def allows_barge_in(self) -> bool:
         """True if recent user speech may interrupt the assistant."""
@@ -327,36 +337,48 @@ class EchoGate:
         ref24 = ref_src.segment(t_start - self._max_delay_s, t_end + lead)
         if ref24 is None:
             return
+        while self._recent and self._recent[0][0] < now - MEASUREMENT_HOLD_S:
+            self._recent.popleft()  # on every window: a user talking must not prolong a hold
         result = measure_coupling(mic24, ref24, self._max_delay_s)
         if result is None:
             return
-        gain_db, delay_s, rho, mic_db, ref_db = result
+        gain_db, delay_s, rho, mic_db, ref_db, quietest_db = result
         self.last_rho = rho
+        bound = False
         if rho >= ECHO_DOMINANT_RHO:
             measured = gain_db  # the echo dominates: its least-squares gain
             self.echo_delay_s = delay_s
         elif mic_db <= ref_db + self.coupling_db - 6.0:
-            measured = mic_db - ref_db  # the mic is quieter than the echo assumed: a bound
+            # the mic is quieter than the echo assumed: the echo is no louder than the whole
+            # mic. Over the speaker's quietest alignment (any delay up to max_delay_s) this
+            # is an upper bound whatever the real delay; at a reply's start, where the real
+            # alignment may still be silence, a loose one
+            measured, bound = mic_db - quietest_db, True
         else:
             return  # loud mic unrelated to the speaker: the user, over little echo
         measured = min(max(measured, COUPLING_FLOOR_DB), 6.0)
+        if bound and measured > self.coupling_db:
+            return  # looser than what is known: says nothing
         self.measurements += 1
-        self._recent.append((now, measured))
-        while self._recent and self._recent[0][0] < now - MEASUREMENT_HOLD_S:
-            self._recent.popleft()
-        self.coupling_db = max(m for _, m in self._recent)
+        self._recent.append((now, measured, bound))
+        real = [m for _, m, b in self._recent if not b]
+        # a measured echo: its loudest recent level. Only upper bounds: the tightest (the
+        # loosest, held, kept the mic closed over the first reply's barge-in: issue 15)
+        self.coupling_db = max(real) if real else min(m for _, m, _ in self._recent)
 
 
 def measure_coupling(
     mic: Float32Array, ref: Float32Array, max_delay_s: float, *, rate: int = ENGINE_RATE
-) -> tuple[float, float, float, float, float] | None:
+) -> tuple[float, float, float, float, float, float] | None:
     """Cross-correlate ``mic`` with ``ref`` (which starts ``max_delay_s`` before it and may run
-    a little past its end); return ``(gain_db, delay_s, rho, mic_dbfs, ref_dbfs)`` at the peak
-    of the normalised correlation, or None when the speaker was silent.
+    a little past its end); return ``(gain_db, delay_s, rho, mic_dbfs, ref_dbfs,
+    quietest_dbfs)`` at the peak of the normalised correlation, or None when the speaker was
+    silent.
 
     ``gain_db`` is the least-squares gain of the best-aligned speaker signal in the mic,
     ``rho`` the normalised correlation there (1 = the mic is only echo), ``ref_dbfs`` the
-    speaker level over the aligned window. Works at :data:`ANALYSIS_RATE`."""
+    speaker level over the aligned window, ``quietest_dbfs`` its level over the quietest
+    alignment of all delays searched. Works at :data:`ANALYSIS_RATE`."""
     import soxr
 
     m = soxr.resample(mic, rate, ANALYSIS_RATE, quality="LQ").astype(np.float64)
@@ -384,4 +406,6 @@ def measure_coupling(
     delay_s = max_delay_s - k / ANALYSIS_RATE
     mic_db = 10 * math.log10(e_m / n_m) if e_m > 0 else SILENCE_DBFS
     ref_db = 10 * math.log10(float(e_r[k]) / n_m) if e_r[k] > 0 else SILENCE_DBFS
-    return gain_db, delay_s, rho, mic_db, ref_db
+    quietest = float(e_r.min())
+    quietest_db = 10 * math.log10(quietest / n_m) if quietest > 0 else SILENCE_DBFS
+    return gain_db, delay_s, rho, mic_db, ref_db, quietest_db

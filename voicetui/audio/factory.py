@@ -158,8 +158,8 @@ def open_audio(
 
         if reference is None or not isinstance(audio_in, DeviceInput):
             policy = DuplexPolicy.FULL  # a WAV end hears no loudspeaker: nothing to cancel
-        elif not aec.aec_available():
-            log.warning("WebRTC echo cancellation unavailable: duplex policy gated instead")
+        elif (reason := aec.aec_unavailable_reason()) is not None:
+            log.warning("duplex aec -> gated: WebRTC echo cancellation unavailable (%s)", reason)
             policy = DuplexPolicy.GATED
         else:
             # render + capture buffering; AEC3 finds the acoustic delay on its own
@@ -170,4 +170,5 @@ def open_audio(
     gate = EchoGate(audio_out, policy, reference=reference, initial_coupling_db=coupling)
     if isinstance(mic, EchoCancelledInput):
         mic.on_raw = gate.observe_raw
+        mic.passthrough = gate.no_echo_path  # AEC3 with no echo to learn eats the user
     return AudioRig(mic, audio_out, gate)
