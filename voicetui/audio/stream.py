@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from typing import Any, ClassVar, Literal
 
@@ -85,8 +86,20 @@ class DeviceStream:
 
     async def _open_async(self, factory: Any, dev: DeviceInfo, dtype: str, callback: Any) -> Any:
         """:meth:`_open` with PortAudio's open/start in a worker thread (the loop keeps
-        running while the sound server answers)."""
-        stream = await asyncio.to_thread(self._start_stream, factory, dev, dtype, callback)
+        running while the sound server answers).
+
+        Cancelled meanwhile (a mic test stopped as it starts), the thread still opens the
+        stream: it is closed as soon as it is open. Dropped instead, the Python object would be
+        collected while PortAudio's thread still calls into its freed callback (a native crash:
+        SIGSEGV / SIGILL)."""
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(self._start_stream, factory, dev, dtype, callback)
+        )
+        try:
+            stream = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_orphan)
+            raise
         self._stream = stream
         self._watchdog = asyncio.create_task(self._watch(), name=f"voicetui-{self.KIND}-watchdog")
         return stream
@@ -115,18 +128,34 @@ class DeviceStream:
             ) from exc
         return stream
 
+    def _close_orphan(self, opening: asyncio.Future[Any]) -> None:
+        """Close a stream whose opener was cancelled (see :meth:`_open_async`)."""
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        self._stopping = True  # not "stopped unexpectedly"
+        # the thread holds the stream until it is closed
+        threading.Thread(
+            target=_abort_and_close, args=(opening.result(),), name="voicetui-close", daemon=True
+        ).start()
+
     async def _close(self) -> None:
-        """Stop the watchdog, then abort and close the stream (idempotent)."""
+        """Stop the watchdog, then abort and close the stream (idempotent).
+
+        The close starts before the first await: a caller cancelled at that await must not
+        drop the last reference to a running stream (see :meth:`_open_async`)."""
         self._stopping = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            # wait for it without swallowing a cancellation of the caller itself
-            await asyncio.wait({self._watchdog})
-            self._watchdog = None
         stream, self._stream = self._stream, None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
         if stream is not None:
-            # PortAudio's abort/close can block on the sound server: not on the loop
-            await asyncio.to_thread(_abort_and_close, stream)
+            # PortAudio's abort/close can block on the sound server: not on the loop. Shielded:
+            # a cancelled wait here must not cancel the close itself (a queued executor job
+            # would be dropped with the last reference to the stream).
+            await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(_abort_and_close, stream)))
+        if watchdog is not None:
+            # wait for it without swallowing a cancellation of the caller itself
+            await asyncio.wait({watchdog})
 
     def _on_failed(self) -> None:
         """Release what the subclass holds once the device is gone (runs before the user is
