@@ -31,7 +31,12 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("skew_s", [-3600.0, 3600.0], ids=["server-behind", "server-ahead"])
+@pytest.mark.parametrize(
+    "skew_s",
+    # one direction in `make test`, both in `make test-soak` (17 s each, real time)
+    [pytest.param(-3600.0, marks=pytest.mark.soak), 3600.0],
+    ids=["server-behind", "server-ahead"],
+)
 async def test_skewed_server_clock_renews_on_the_sessions_own_schedule(
     emu: OpenAIEmulator, tmp_path: Path, skew_s: float
 ) -> None:
@@ -78,6 +83,7 @@ async def test_skewed_server_clock_renews_on_the_sessions_own_schedule(
 
 
 @pytest.mark.asyncio
+@pytest.mark.soak  # 17 s of real time; the renewal floor is also covered by the unit tests
 async def test_a_session_cap_under_the_floor_backs_off_and_the_turn_is_answered(
     emu: OpenAIEmulator, tmp_path: Path
 ) -> None:
