@@ -344,7 +344,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     store = KeyStore()
     if args.keys_command == "list":
         from voicetui.config import load_config
-        from voicetui.keys import PRECEDENCE, KeyCommandFailed
+        from voicetui.keys import PRECEDENCE, KeyCommandFailed, key_mode
 
         cfg = load_config(args.config)
         failure: KeyringUnavailable | None = None
@@ -353,8 +353,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             source: str
             command = cfg.key_command(key)
             modes = reg.get(key).supported_modes
-            # the spec's mode in use: a command key is `managed` where the spec has that mode
-            mode = "managed" if command and "managed" in modes else "byok"
+            mode = key_mode("command" if command else "keyring", modes)
             try:
                 resolved = store.get(key, command)
                 source, shown, mode = resolved.source, resolved.masked, resolved.mode(modes)

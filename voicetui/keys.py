@@ -65,12 +65,15 @@ class ResolvedKey:
         return mask(self.value)
 
     def mode(self, supported_modes: Sequence[str]) -> str:
-        """The spec's mode in use: ``managed`` for a key read by a command where the spec
-        supports managed mode. A spec that lists only ``byok`` (OpenAI's) keeps ``byok``:
-        the key is still the user's own, the command is only where it is read from."""
-        if self.source == "command" and "managed" in supported_modes:
-            return "managed"
-        return "byok"
+        """The spec's mode in use (see :func:`key_mode`)."""
+        return key_mode(self.source, supported_modes)
+
+
+def key_mode(source: str, supported_modes: Sequence[str]) -> str:
+    """The spec's mode for a key from ``source``: ``managed`` for a key read by a command
+    where the spec supports managed mode. A spec that lists only ``byok`` (OpenAI's) keeps
+    ``byok``: the key is still the user's own, the command is only where it is read from."""
+    return "managed" if source == "command" and "managed" in supported_modes else "byok"
 
 
 def key_problem(key: str) -> str | None:

@@ -117,7 +117,7 @@ class KeysScreen(VoiceScreen):
     async def _refresh(self, panel: KeyPanel) -> str:
         """Show ``panel``'s key as the app resolves it (environment > command > keyring);
         returns the source, or ``"command-failed"``."""
-        from voicetui.keys import KeyCommandFailed, KeyringUnavailable
+        from voicetui.keys import KeyCommandFailed, KeyringUnavailable, key_mode
         from voicetui.specs.registry import registry
 
         keys = self.vapp.keys
@@ -127,7 +127,7 @@ class KeysScreen(VoiceScreen):
         try:
             resolved = await asyncio.to_thread(keys.get, panel.spec_key, command)
         except KeyCommandFailed as exc:
-            mode = "managed" if "managed" in modes else "byok"
+            mode = key_mode("command", modes)
             panel.show_source("command", "", mode=mode, command=command, problem=str(exc))
             return "command-failed"
         except KeyringUnavailable as exc:
